@@ -1,0 +1,166 @@
+"""The typed, validated config of one training job (``python -m explorer.mcnn.train --config``).
+
+All validation lives here: a config that loads is a config the job can run. YAML and JSON are both
+accepted; unknown keys are errors, and every error names the key path and the bad value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from explorer.errors import ConfigError
+from explorer.mcnn.schedule import parse_piecewise
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "FaultConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "format_validation_error",
+    "load_config",
+]
+
+SEED_SCHEDULE = "0.008;2;0.032;5;0.029;10;0.026;15;0.001;20;0.0001"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    protocol: Literal["random", "loco"] = "random"
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    fold: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class AugmentConfig(_Strict):
+    flips: bool = True
+    rot90: bool = True  # 90° turns on square inputs, 180° only on non-square ones
+    random_crop: tuple[int, int] | None = None  # (h, w): train on random crops, validate on centre
+
+
+class DataConfig(_Strict):
+    root: Path
+    image_size: tuple[int, int] = (64, 80)
+    split: SplitConfig = SplitConfig()
+    drop_dmso: bool = False
+    illumination_correction: bool = False
+    cache_dir: Path | None = None  # default: $MCNN_CACHE_DIR or ~/.cache/mcnn-explorer/shards
+    augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 8:
+            raise ValueError(f"image_size must be at least 8x8, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _crop(self) -> DataConfig:
+        crop = self.augment.random_crop
+        if crop is not None and (crop[0] > self.image_size[0] or crop[1] > self.image_size[1]
+                                 or min(crop) < 8):
+            raise ValueError(f"augment.random_crop {crop} must fit in image_size "
+                             f"{self.image_size} and be at least 8x8")
+        return self
+
+    @property
+    def model_input_size(self) -> tuple[int, int]:
+        return self.augment.random_crop or self.image_size
+
+
+class ScheduleConfig(_Strict):
+    piecewise: str = SEED_SCHEDULE
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    linear_scaling: bool = False
+    reference_batch: int = Field(256, gt=0)
+
+    @field_validator("piecewise")
+    @classmethod
+    def _parse(cls, v: str) -> str:
+        return parse_piecewise(v).render()
+
+
+class OptimizerConfig(_Strict):
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(5e-5, ge=0.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class FaultConfig(_Strict):
+    """Deliberate faults, for testing the explorer's failure handling. Never set in real runs."""
+
+    kind: Literal["raise", "nan", "hang", "exit"]
+    rank: int = Field(0, ge=0)
+    at_step: int = Field(0, ge=0)
+
+
+class TrainConfig(_Strict):
+    data: DataConfig
+    per_worker_batch: int = Field(8, gt=0)
+    schedule: ScheduleConfig = ScheduleConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    max_epochs: float = Field(20.0, gt=0.0)
+    target_accuracy: float | None = Field(None, gt=0.0, le=1.0)
+    max_steps: int | None = Field(None, gt=0)  # stop after this many updates (benchmarks)
+    eval: bool = True  # False: throughput-only (no validation)
+    intra_op_threads: int = Field(0, ge=0)  # 0 = TF default
+    inter_op_threads: int = Field(0, ge=0)
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    seed: int = 0
+    comm: Literal["auto", "horovod", "local"] = "auto"
+    events: Path | None = None
+    fault: FaultConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid training config {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: Any, source: str = "<dict>") -> TrainConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"training config {source} must be a mapping, got {type(data).__name__}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Load a ``.json``, ``.yaml`` or ``.yml`` training config.
+
+    Raises:
+        ConfigError: a missing file, a parse error (with its line) or an invalid value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training config {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return config_from_dict(data, str(path))

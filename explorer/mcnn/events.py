@@ -1,0 +1,90 @@
+"""JSON-lines job events: the only channel from a running job to the explorer.
+
+Kinds: ``start``, ``epoch``, ``target_reached``, ``done``, ``failed``. Every line is one
+``write()`` of a complete JSON object plus ``\\n`` on a file opened in append mode, flushed
+immediately, so the file stays valid JSONL if the job is killed; a reader ignores a trailing partial
+line until it is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EventTail", "EventWriter", "read_events"]
+
+KINDS = ("start", "epoch", "target_reached", "done", "failed")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class EventWriter:
+    """Append events to ``path`` (no-op when ``path`` is None, e.g. on ranks other than 0)."""
+
+    def __init__(self, path: str | Path | None, *, rank: int = 0) -> None:
+        self.path = Path(path) if path is not None else None
+        self.rank = rank
+        self._fd: int | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        if kind not in KINDS:
+            raise ValueError(f"event kind must be one of {KINDS}, got {kind=}")
+        record = {"event": kind, "time": time.time(), "rank": self.rank, **_clean(fields)}
+        if self._fd is not None:
+            os.write(self._fd, (json.dumps(record, allow_nan=False) + "\n").encode())
+        return record
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """Return every complete event of a file (an incomplete last line is ignored)."""
+    tail = EventTail(path)
+    return tail.poll()
+
+
+class EventTail:
+    """Incremental reader: each :meth:`poll` returns the events completed since the last one."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._buffer = b""
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                events.append({"event": "corrupt", "raw": line[:200].decode(errors="replace")})
+        return events

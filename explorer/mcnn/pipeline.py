@@ -1,0 +1,101 @@
+"""``tf.data`` input pipelines over the shard cache.
+
+Training: records are sharded per rank (``shard(size, rank)``, so ranks see disjoint images),
+decoded, cached in memory when the split is small, shuffled with a per-rank seed, augmented
+(random flips/mirroring, 90° rotations — 180° only on non-square inputs so the shape is kept —
+and optional random crops), batched with ``drop_remainder`` and prefetched. It repeats forever; the
+train loop decides where epochs end, so every rank runs the same number of steps.
+
+Validation: the same per-rank sharding, no augmentation (centre crop when training crops), finite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from explorer.mcnn.config import AugmentConfig
+from explorer.mcnn.shards import ShardSet
+
+__all__ = ["train_dataset", "val_dataset"]
+
+IN_MEMORY_BYTES = 2 * 1024**3
+
+
+def _records(files: list[Any], rank: int, size: int, shards: ShardSet) -> Any:
+    import tensorflow as tf
+
+    h, w = shards.image_size
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+    def parse(raw: Any) -> tuple[Any, Any]:
+        ex = tf.io.parse_single_example(raw, spec)
+        img = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), (h, w, 3))
+        return img, tf.cast(ex["label"], tf.int32)
+
+    ds = tf.data.TFRecordDataset([str(f) for f in files])
+    if size > 1:
+        ds = ds.shard(size, rank)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    n = shards.n_train + shards.n_val
+    if n * h * w * 3 <= IN_MEMORY_BYTES:
+        ds = ds.cache()
+    return ds
+
+
+def _to_float(img: Any) -> Any:
+    import tensorflow as tf
+
+    return tf.cast(img, tf.float32) * (1.0 / 255.0)
+
+
+def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: int,
+                  augment: AugmentConfig) -> Any:
+    """Infinite, shuffled, augmented batches of ``(images float32 [0,1], labels int32)``."""
+    import tensorflow as tf
+
+    h, w = shards.image_size
+    crop = augment.random_crop
+    square = (crop or (h, w))[0] == (crop or (h, w))[1]
+
+    def aug(img: Any, label: Any) -> tuple[Any, Any]:
+        if crop is not None:
+            img = tf.image.random_crop(img, (crop[0], crop[1], 3))
+        if augment.flips:
+            img = tf.image.random_flip_left_right(img)
+            img = tf.image.random_flip_up_down(img)
+        if augment.rot90:
+            if square:
+                k = tf.random.uniform((), 0, 4, dtype=tf.int32)
+            else:
+                k = 2 * tf.random.uniform((), 0, 2, dtype=tf.int32)
+            img = tf.image.rot90(img, k)
+        return _to_float(img), label
+
+    per_rank = max(1, shards.n_train // size)
+    ds = _records(shards.train_files, rank, size, shards)
+    ds = ds.shuffle(min(per_rank, 10_000), seed=seed + 7919 * rank, reshuffle_each_iteration=True)
+    ds = ds.repeat()
+    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=True)
+    opts = tf.data.Options()
+    opts.experimental_deterministic = False
+    return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
+
+
+def val_dataset(shards: ShardSet, *, rank: int, size: int, batch: int,
+                augment: AugmentConfig) -> Any:
+    """This rank's disjoint part of the validation images, in fixed order."""
+    import tensorflow as tf
+
+    crop = augment.random_crop
+
+    def prep(img: Any, label: Any) -> tuple[Any, Any]:
+        if crop is not None:
+            img = tf.image.resize_with_crop_or_pad(img, crop[0], crop[1])
+        return _to_float(img), label
+
+    ds = _records(shards.val_files, rank, size, shards)
+    return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(2)

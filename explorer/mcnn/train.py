@@ -1,0 +1,232 @@
+"""Train M-CNN with Horovod until a target accuracy: the job every explorer trial runs.
+
+Launch (2 ranks on this machine, one core and one intra-op thread each)::
+
+    mpirun -np 2 --bind-to core --map-by core --allow-run-as-root \\
+        python -m explorer.mcnn.train --config trial.yaml
+
+or without MPI (one process, ``comm: local``)::
+
+    python -m explorer.mcnn.train --config trial.yaml
+
+Reads top to bottom: config → threads → Horovod → shards → model → broadcast → epochs of
+(train steps, evaluation) → events. Only rank 0 writes events (any rank may append ``failed``).
+Exit codes: 0 done, 2 bad config/data, 3 NaN/Inf loss, 1 anything else.
+
+TTA (DESIGN.md §3): the clock starts right before the first training batch is read and stops
+after the evaluation that first reaches ``target_accuracy``; evaluation time is included.
+``startup_s`` runs from the launcher's ``MCNN_LAUNCH_TIME`` (or this process's start) to that point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+PROCESS_START = time.time()
+
+EXIT_OK, EXIT_ERROR, EXIT_USER, EXIT_NAN = 0, 1, 2, 3
+
+
+class NanLoss(RuntimeError):
+    pass
+
+
+def _configure_threads(intra: int, inter: int) -> None:
+    import tensorflow as tf
+
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def _weight_fingerprint(variables: list[Any]) -> Any:
+    """A float64 summary of all weights; identical across ranks iff replicas are in sync."""
+    import numpy as np
+
+    total = np.zeros(3)
+    for v in variables:
+        a = np.asarray(v, dtype=np.float64).ravel()
+        idx = np.arange(a.size, dtype=np.float64) % 9973 + 1
+        total += (a.sum(), (a * a).sum(), (a * idx).sum())
+    return total
+
+
+def _inject_fault(cfg: Any, rank: int, step: int) -> float:
+    """Testing only: the deliberate faults of ``cfg.fault``; returns a loss multiplier."""
+    f = cfg.fault
+    if f is None or f.rank != rank or step != f.at_step:
+        return 1.0
+    if f.kind == "raise":
+        raise RuntimeError(f"injected fault on rank {rank} at step {step}")
+    if f.kind == "hang":
+        while True:
+            time.sleep(3600)
+    if f.kind == "exit":
+        os._exit(9)
+    return float("nan")
+
+
+def run(cfg: Any, events: Any, comm: Any) -> int:  # noqa: PLR0915 - a top-to-bottom train loop
+    import numpy as np
+    import tensorflow as tf
+
+    from explorer.mcnn.model import build_mcnn
+    from explorer.mcnn.pipeline import train_dataset, val_dataset
+    from explorer.mcnn.schedule import learning_rate, parse_piecewise
+    from explorer.mcnn.shards import prepare_shards
+
+    rank, size = comm.rank, comm.size
+    shards = prepare_shards(cfg.data, log=(lambda m: print(m, flush=True)) if rank == 0 else None)
+    global_batch = cfg.per_worker_batch * size
+    steps_per_epoch = max(1, shards.n_train // global_batch)
+    schedule = parse_piecewise(cfg.schedule.piecewise)
+    lr_scale = global_batch / cfg.schedule.reference_batch if cfg.schedule.linear_scaling else 1.0
+
+    tf.keras.utils.set_random_seed(cfg.seed + rank)
+    model = build_mcnn(cfg.data.model_input_size, len(shards.classes),
+                       precision=cfg.precision, seed=cfg.seed)
+    optimizer = tf.keras.optimizers.SGD(learning_rate=0.0, momentum=cfg.optimizer.momentum,
+                                        nesterov=cfg.optimizer.nesterov)
+    optimizer.build(model.trainable_variables)
+    # Keras 3 + Horovod: broadcast rank 0's weights and optimizer slots before the first step.
+    comm.broadcast_variables(list(model.variables) + list(optimizer.variables))
+    kernels = [v for v in model.trainable_variables if "kernel" in v.path]
+    n_classes = len(shards.classes)
+    smoothing, decay = cfg.optimizer.label_smoothing, cfg.optimizer.weight_decay
+
+    @tf.function
+    def train_step(images: Any, labels: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            onehot = tf.one_hot(labels, n_classes)
+            ce = tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
+                onehot, logits, from_logits=True, label_smoothing=smoothing))
+            loss = ce + decay * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+        grads = tape.gradient(loss, model.trainable_variables)
+        reduced = comm.allreduce_mean([loss, *grads])
+        optimizer.apply_gradients(zip(reduced[1:], model.trainable_variables, strict=True))
+        return reduced[0]
+
+    @tf.function
+    def eval_step(images: Any, labels: Any) -> Any:
+        pred = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float64))
+
+    train_iter = iter(train_dataset(shards, rank=rank, size=size, batch=cfg.per_worker_batch,
+                                    seed=cfg.seed, augment=cfg.data.augment))
+    val_ds = val_dataset(shards, rank=rank, size=size, batch=max(cfg.per_worker_batch, 32),
+                         augment=cfg.data.augment)
+    launch = float(os.environ.get("MCNN_LAUNCH_TIME", PROCESS_START))
+    hosts = comm.hostname_list()
+    clock = time.time()  # TTA clock: first touch of training data follows immediately
+    startup_s = clock - launch
+    events.emit("start", config=cfg.to_dict(), world_size=size, hosts=hosts,
+                startup_s=startup_s, steps_per_epoch=steps_per_epoch, global_batch=global_batch,
+                n_train=shards.n_train, n_val=shards.n_val, classes=shards.classes,
+                split=shards.split, shards=str(shards.path))
+
+    max_steps = cfg.max_steps or int(np.ceil(cfg.max_epochs * steps_per_epoch))
+    step, epoch, best, tta_s = 0, 0, 0.0, None
+    reason = "max_epochs" if cfg.max_steps is None else "max_steps"
+    while step < max_steps:
+        epoch += 1
+        t0, losses = time.time(), []
+        for _ in range(min(steps_per_epoch, max_steps - step)):
+            lr = learning_rate(schedule, step, steps_per_epoch,
+                               warmup_epochs=cfg.schedule.warmup_epochs, scale=lr_scale)
+            optimizer.learning_rate.assign(lr * _inject_fault(cfg, rank, step))
+            images, labels = next(train_iter)
+            loss = float(train_step(images, labels))
+            if not np.isfinite(loss):
+                raise NanLoss(f"loss is {loss} at step {step} (lr {lr:g})")
+            losses.append(loss)
+            step += 1
+        train_s = time.time() - t0
+        val_acc, eval_s = None, 0.0
+        if cfg.eval:
+            t1 = time.time()
+            correct = total = 0.0
+            for images, labels in val_ds:
+                correct += float(eval_step(images, labels))
+                total += int(labels.shape[0])
+            correct, total = comm.allreduce_sum(np.array([correct, total]))
+            val_acc, eval_s = correct / max(total, 1.0), time.time() - t1
+            best = max(best, val_acc)
+        elapsed = time.time() - clock
+        events.emit("epoch", epoch=epoch, step=step, images_seen=step * global_batch,
+                    train_loss=float(np.mean(losses)), val_accuracy=val_acc,
+                    images_per_sec=len(losses) * global_batch / max(train_s, 1e-9),
+                    lr=lr, elapsed_s=elapsed, eval_s=eval_s)
+        if cfg.target_accuracy is not None and val_acc is not None \
+                and val_acc >= cfg.target_accuracy:
+            tta_s = elapsed
+            events.emit("target_reached", tta_s=tta_s, startup_s=startup_s,
+                        tta_wall_s=startup_s + tta_s, epoch=epoch, step=step,
+                        val_accuracy=val_acc)
+            reason = "target_reached"
+            break
+    prints = comm.allgather(_weight_fingerprint(model.trainable_variables))
+    divergence = float(np.max(np.abs(prints - prints[0:1])))
+    events.emit("done", reason=reason, epochs=epoch, steps=step, best_val_accuracy=best,
+                tta_s=tta_s, startup_s=startup_s, elapsed_s=time.time() - clock,
+                replica_fingerprints=prints.tolist(), replica_divergence=divergence)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explorer.mcnn.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="training config (.yaml/.yml/.json)")
+    parser.add_argument("--events", help="events JSONL path (overrides the config's)")
+    args = parser.parse_args(argv)
+
+    from explorer.errors import UserError
+    from explorer.mcnn.config import load_config
+    from explorer.mcnn.events import EventWriter
+
+    try:
+        cfg = load_config(args.config)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    events_path = Path(args.events) if args.events else cfg.events
+    _configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
+    from explorer.mcnn.comm import make_comm
+
+    comm = make_comm(cfg.comm)
+    events = EventWriter(events_path if comm.rank == 0 else None, rank=comm.rank)
+    code, reason = EXIT_OK, ""
+    try:
+        code = run(cfg, events, comm)
+    except NanLoss as exc:
+        code, reason, detail = EXIT_NAN, "nan_loss", str(exc)
+    except UserError as exc:
+        code, reason, detail = EXIT_USER, "bad_input", str(exc)
+    except BaseException as exc:  # noqa: BLE001 - every failure must be reported, then exit
+        code, reason, detail = EXIT_ERROR, "exception", "".join(
+            traceback.format_exception(exc)[-6:])
+    if code != EXIT_OK:
+        print(f"rank {comm.rank}: {reason}: {detail}", file=sys.stderr, flush=True)
+        # Every rank sees a NaN (the loss is allreduced): rank 0 reports it. Any other failure is
+        # reported by the rank it happened on; O_APPEND keeps lines whole.
+        if reason != "nan_loss" or comm.rank == 0:
+            EventWriter(events_path, rank=comm.rank).emit(
+                "failed", reason=reason, detail=detail[-2000:])
+        sys.stdout.flush()
+        # Never wait for peers that may be stuck in a collective: mpirun tears the job down on a
+        # non-zero exit.
+        os._exit(code)
+    events.close()
+    comm.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

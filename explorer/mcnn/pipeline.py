@@ -45,19 +45,27 @@ def _records(files: list[Any], rank: int, size: int, shards: ShardSet) -> Any:
     return ds
 
 
-def _to_float(img: Any) -> Any:
+def _normalizer(shards: ShardSet, mode: str) -> Any:
     import tensorflow as tf
 
-    return tf.cast(img, tf.float32) * (1.0 / 255.0)
+    mean = tf.constant(shards.channel_mean if mode == "standardize" else (0.0,) * 3, tf.float32)
+    inv = tf.constant([1.0 / s for s in shards.channel_std] if mode == "standardize"
+                      else (1.0,) * 3, tf.float32)
+
+    def to_float(img: Any) -> Any:
+        return (tf.cast(img, tf.float32) * (1.0 / 255.0) - mean) * inv
+
+    return to_float
 
 
 def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: int,
-                  augment: AugmentConfig) -> Any:
+                  augment: AugmentConfig, normalize: str = "unit") -> Any:
     """Infinite, shuffled, augmented batches of ``(images float32 [0,1], labels int32)``."""
     import tensorflow as tf
 
     h, w = shards.image_size
     crop = augment.random_crop
+    to_float = _normalizer(shards, normalize)
     square = (crop or (h, w))[0] == (crop or (h, w))[1]
 
     def aug(img: Any, label: Any) -> tuple[Any, Any]:
@@ -72,7 +80,7 @@ def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: i
             else:
                 k = 2 * tf.random.uniform((), 0, 2, dtype=tf.int32)
             img = tf.image.rot90(img, k)
-        return _to_float(img), label
+        return to_float(img), label
 
     per_rank = max(1, shards.n_train // size)
     ds = _records(shards.train_files, rank, size, shards)
@@ -86,16 +94,17 @@ def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: i
 
 
 def val_dataset(shards: ShardSet, *, rank: int, size: int, batch: int,
-                augment: AugmentConfig) -> Any:
+                augment: AugmentConfig, normalize: str = "unit") -> Any:
     """This rank's disjoint part of the validation images, in fixed order."""
     import tensorflow as tf
 
     crop = augment.random_crop
+    to_float = _normalizer(shards, normalize)
 
     def prep(img: Any, label: Any) -> tuple[Any, Any]:
         if crop is not None:
             img = tf.image.resize_with_crop_or_pad(img, crop[0], crop[1])
-        return _to_float(img), label
+        return to_float(img), label
 
     ds = _records(shards.val_files, rank, size, shards)
     return ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(2)

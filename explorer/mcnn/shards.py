@@ -53,13 +53,15 @@ class ShardSet:
     classes: list[str]
     image_size: tuple[int, int]
     split: str
+    channel_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    channel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @classmethod
     def load(cls, path: Path) -> ShardSet:
         m = json.loads((path / "manifest.json").read_text())
         return cls(path, [path / f for f in m["train_files"]], [path / f for f in m["val_files"]],
                    m["n_train"], m["n_val"], m["classes"], tuple(m["image_size"]),  # type: ignore[arg-type]
-                   m["split"])
+                   m["split"], tuple(m["channel_mean"]), tuple(m["channel_std"]))  # type: ignore[arg-type]
 
 
 def percentile_scale(img: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]
@@ -140,12 +142,15 @@ def _example(img: np.ndarray, label: int, number: int) -> bytes:
 
 
 def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: dict[str, int],
-                size: tuple[int, int], illum: dict[str, np.ndarray] | None) -> list[str]:
+                size: tuple[int, int], illum: dict[str, np.ndarray] | None
+                ) -> tuple[list[str], np.ndarray]:
+    """Write one part; return its file names and per-channel [sum, sum of squares, count]."""
     import tensorflow as tf
 
     n_files = max(1, -(-len(records) // RECORDS_PER_SHARD))
     names = [f"{part}-{i:05d}-of-{n_files:05d}.tfrecord" for i in range(n_files)]
     writers = [tf.io.TFRecordWriter(str(out / n)) for n in names]
+    moments = np.zeros((3, 3))
     try:
         for i, r in enumerate(records):
             img = read_channels(r).astype(np.float32)
@@ -157,11 +162,13 @@ def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: d
                 img = img / ifunc
             img = _resize(percentile_scale(img), size)
             q = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+            f = q.reshape(-1, 3).astype(np.float64) / 255.0
+            moments += (f.sum(axis=0), (f * f).sum(axis=0), np.full(3, len(f)))
             writers[i % n_files].write(_example(q, class_index[r.moa or ""], r.image_number))
     finally:
         for w in writers:
             w.close()
-    return names
+    return names, moments
 
 
 def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
@@ -192,14 +199,16 @@ def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
             illum = (_illumination_functions(parts.train + parts.val)
                      if cfg.illumination_correction else None)
             index = dataset.class_index
-            train_files = _write_part(tmp, "train", parts.train, index, cfg.image_size, illum)
-            val_files = _write_part(tmp, "val", parts.val, index, cfg.image_size, illum)
+            train_files, m = _write_part(tmp, "train", parts.train, index, cfg.image_size, illum)
+            val_files, _ = _write_part(tmp, "val", parts.val, index, cfg.image_size, illum)
             manifest = {
                 "format": FORMAT_VERSION, "root": str(cfg.root), "split": parts.describe(),
                 "classes": dataset.classes, "image_size": list(cfg.image_size),
                 "n_train": len(parts.train), "n_val": len(parts.val),
                 "train_files": train_files, "val_files": val_files,
-                "options": cfg.model_dump(mode="json", exclude={"cache_dir", "augment"}),
+                "channel_mean": (m[0] / m[2]).tolist(),
+                "channel_std": np.sqrt(np.maximum(m[1] / m[2] - (m[0] / m[2]) ** 2, 1e-12)).tolist(),
+                "options": cfg.model_dump(mode="json", exclude={"cache_dir", "augment", "normalize"}),
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
             os.replace(tmp, final)

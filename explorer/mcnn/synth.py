@@ -66,11 +66,14 @@ class SynthOptions:
     concentrations: int = 3
     sites: int = 4
     workers: int = 2
+    moas: int = 12  # how many of the 12 MoA classes get compounds (DMSO always)
 
     def __post_init__(self) -> None:
         for name in ("images", "compounds_per_moa", "concentrations", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.moas <= 12:
+            raise ConfigError(f"moas must be in [1, 12], got {self.moas=}")
         if not 1 <= self.sites <= 4:
             raise ConfigError(f"sites must be in [1, 4], got {self.sites=}")
 
@@ -122,7 +125,8 @@ def synthesize(out: str | Path, options: SynthOptions | None = None) -> Path:
     rng = np.random.default_rng(opts.seed)
     doses = [round(0.1 * 3.0**k, 6) for k in range(opts.concentrations)]
     pairs: list[tuple[str, float, str]] = []
-    for m_i, moa in enumerate(c for c in MOA_CLASSES if c != "DMSO"):
+    moas = [c for c in MOA_CLASSES if c != "DMSO"][: opts.moas]
+    for m_i, moa in enumerate(moas):
         for k in range(opts.compounds_per_moa):
             name = f"cmpd-{chr(ord('A') + m_i)}{k + 1:02d}"
             pairs += [(name, dose, moa) for dose in doses]

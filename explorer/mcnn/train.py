@@ -120,9 +120,10 @@ def run(cfg: Any, events: Any, comm: Any) -> int:  # noqa: PLR0915 - a top-to-bo
         return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float64))
 
     train_iter = iter(train_dataset(shards, rank=rank, size=size, batch=cfg.per_worker_batch,
-                                    seed=cfg.seed, augment=cfg.data.augment))
+                                    seed=cfg.seed, augment=cfg.data.augment,
+                                    normalize=cfg.data.normalize))
     val_ds = val_dataset(shards, rank=rank, size=size, batch=max(cfg.per_worker_batch, 32),
-                         augment=cfg.data.augment)
+                         augment=cfg.data.augment, normalize=cfg.data.normalize)
     launch = float(os.environ.get("MCNN_LAUNCH_TIME", PROCESS_START))
     hosts = comm.hostname_list()
     clock = time.time()  # TTA clock: first touch of training data follows immediately

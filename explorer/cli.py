@@ -1,0 +1,134 @@
+"""``mcnn-explore``: the command line.
+
+Subcommands register themselves in :data:`COMMANDS` (name → (setup, run)); user errors print one
+line (``error: ...``) and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from explorer.errors import UserError
+
+__all__ = ["main"]
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from explorer.mcnn.synth import (
+        SynthOptions,
+        parse_size,
+        synthesize,
+        synthesize_from_metadata,
+    )
+
+    size = parse_size(args.size)
+    if args.from_metadata:
+        out = synthesize_from_metadata(args.out, args.from_metadata, plates=args.plates,
+                                       size=size, seed=args.seed, workers=args.workers)
+    else:
+        out = synthesize(args.out, SynthOptions(size=size, images=args.images, seed=args.seed,
+                                                moas=args.moas, workers=args.workers))
+    print(f"wrote synthetic BBBC021 tree {out}")
+    return 0
+
+
+def _data_summary(args: argparse.Namespace) -> int:
+    from explorer.mcnn.bbbc021 import load_metadata
+
+    dataset = load_metadata(args.root, drop_dmso=args.drop_dmso,
+                            check_files=not args.metadata_only)
+    summary = dataset.summary()
+    summary["metadata_only"] = bool(args.metadata_only)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    width = max(len(c) for c in dataset.classes) if dataset.classes else 10
+    for key in ("root", "images", "annotated_images", "classes", "compounds",
+                "compound_concentration_pairs", "plates"):
+        print(f"{key.replace('_', ' '):<30} {summary[key]}")
+    print("images per class:")
+    per_class: dict[str, int] = summary["images_per_class"]  # type: ignore[assignment]
+    for name, count in per_class.items():
+        print(f"  {name:<{width}} {count}")
+    return 0
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    from explorer.mcnn.config import load_config
+    from explorer.mcnn.shards import prepare_shards
+
+    cfg = load_config(args.config)
+    shards = prepare_shards(cfg.data, log=print)
+    print(f"shards ready: {shards.path} ({shards.n_train} train / {shards.n_val} val, "
+          f"split {shards.split})")
+    return 0
+
+
+def _add_data(sub: Any) -> None:
+    data = sub.add_parser("data", help="synthesize, summarize and preprocess BBBC021 trees")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    synth = dsub.add_parser("synth", help="write a synthetic BBBC021-layout tree")
+    synth.add_argument("out", help="output folder (must be new or empty)")
+    synth.add_argument("--size", default="64x80", help="HEIGHTxWIDTH of the TIFFs (default 64x80;"
+                       " the real set is 1024x1280)")
+    synth.add_argument("--images", type=int, default=624, help="fields of view (default 624)")
+    synth.add_argument("--moas", type=int, default=12, help="MoA classes besides DMSO (1-12)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--workers", type=int, default=2, help="rendering threads")
+    synth.add_argument("--from-metadata", metavar="DIR",
+                       help="lay out the tree of the real BBBC021 CSVs found in DIR")
+    synth.add_argument("--plates", type=int, default=2,
+                       help="with --from-metadata: how many plates get TIFFs (default 2)")
+    synth.set_defaults(func=_data_synth)
+    summ = dsub.add_parser("summary", help="count images, classes, compounds and plates")
+    summ.add_argument("root")
+    summ.add_argument("--metadata-only", action="store_true",
+                      help="read only the two CSVs (no TIFF is opened or checked)")
+    summ.add_argument("--drop-dmso", action="store_true", help="leave DMSO out of the classes")
+    summ.add_argument("--json", action="store_true", help="print JSON (keys in docs/DATA.md)")
+    summ.set_defaults(func=_data_summary)
+    prep = dsub.add_parser("prepare", help="build the shard cache of a training config")
+    prep.add_argument("--config", required=True)
+    prep.set_defaults(func=_data_prepare)
+
+
+COMMANDS: list[Callable[[Any], None]] = [_add_data]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcnn-explore",
+        description="Find the fastest way to train M-CNN on BBBC021 with Optuna, Horovod, MLflow.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    from explorer import cli_train, demo
+
+    for add in [*COMMANDS, cli_train.add_commands, demo.add_commands]:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

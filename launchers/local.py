@@ -1,0 +1,29 @@
+"""``LocalLauncher``: one process, no MPI (``comm: local``), for debugging a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from launchers.base import Job, Launcher, Resources
+from launchers.mpirun import train_command
+
+__all__ = ["LocalLauncher"]
+
+
+class LocalLauncher(Launcher):
+    def __init__(self, grace_s: float = 5.0) -> None:
+        self.grace_s = grace_s
+
+    def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
+               **options: Any) -> Job:
+        if resources.world_size != 1:
+            raise ValueError(f"LocalLauncher runs exactly one process, got {resources.world_size=}")
+        workdir = workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        events = workdir / "events.jsonl"
+        argv = train_command(config_path, events)
+        (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
+        env = {"OMP_NUM_THREADS": str(resources.threads_per_rank), **resources.env}
+        return Job(argv, env=env, log_path=workdir / "job.log", events_path=events,
+                   timeout_s=resources.timeout_s, grace_s=self.grace_s)

@@ -7,6 +7,7 @@ the session, then SIGKILL after ``grace_s`` — and no rank or ``orted`` survive
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import signal
@@ -163,10 +164,8 @@ class Job:
 
     def _signal_session(self, sig: int) -> None:
         for pid in [self.pid, *session_pids(self.pid)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _finish(self, state: JobState) -> None:
         self._state = state

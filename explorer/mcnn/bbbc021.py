@@ -59,7 +59,10 @@ def conc_key(value: str | float, *, where: str = "") -> float:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One field of view: three single-channel TIFFs and its metadata."""
+    """One field of view: three single-channel TIFFs and its metadata.
+
+    ``ImageNumber`` restarts in every ``TableNumber``; :attr:`uid` combines both into one key.
+    """
 
     image_number: int
     plate: str
@@ -69,6 +72,11 @@ class ImageRecord:
     concentration: float
     moa: str | None
     paths: tuple[Path, Path, Path]  # DAPI, Tubulin, Actin
+    table: int = 0
+
+    @property
+    def uid(self) -> int:
+        return self.table * 1_000_000 + self.image_number
 
 
 @dataclass
@@ -168,25 +176,29 @@ def load_metadata(
         where = f"{image_path}:{lineno}: "
         try:
             number = int(row["ImageNumber"])
+            table = int(row["TableNumber"] or 0)
             replicate = int(row["Replicate"] or 0)
         except ValueError:
-            raise DataError(f"{where}ImageNumber/Replicate must be integers, got "
-                            f"{row['ImageNumber']!r}/{row['Replicate']!r}") from None
+            raise DataError(f"{where}TableNumber/ImageNumber/Replicate must be integers, got "
+                            f"{row['TableNumber']!r}/{row['ImageNumber']!r}/{row['Replicate']!r}"
+                            ) from None
         compound = row["Image_Metadata_Compound"]
         conc = conc_key(row["Image_Metadata_Concentration"], where=where)
-        paths = tuple(
+        dapi, tub, act = (
             root / row[f"Image_PathName_{ch}"] / row[f"Image_FileName_{ch}"] for ch in CHANNELS
         )
         images.append(ImageRecord(
             image_number=number, plate=row["Image_Metadata_Plate_DAPI"],
             well=row["Image_Metadata_Well_DAPI"], replicate=replicate, compound=compound,
             concentration=conc, moa=moa_of.get((compound, conc)),
-            paths=paths,  # type: ignore[arg-type]
+            paths=(dapi, tub, act), table=table,
         ))
-    numbers = Counter(r.image_number for r in images)
+    numbers = Counter(r.uid for r in images)
     dupes = [n for n, c in numbers.items() if c > 1]
     if dupes:
-        raise DataError(f"{image_path}: ImageNumber {dupes[0]} appears {numbers[dupes[0]]} times")
+        table, number = divmod(dupes[0], 1_000_000)
+        raise DataError(f"{image_path}: TableNumber {table}, ImageNumber {number} appears "
+                        f"{numbers[dupes[0]]} times")
 
     seen_pairs = {(r.compound, r.concentration) for r in images}
     seen_compounds = {r.compound for r in images}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from explorer.errors import ConfigError
 
@@ -66,7 +67,7 @@ def build_mcnn(
     channels: int = 3,
     precision: str = "float32",
     seed: int | None = None,
-):  # -> keras.Model (keras is imported lazily: it costs seconds)
+) -> Any:  # a keras.Model (keras is imported lazily: it costs seconds)
     """Build the M-CNN as a functional Keras model that outputs float32 logits.
 
     Args:

@@ -60,8 +60,8 @@ class ShardSet:
     def load(cls, path: Path) -> ShardSet:
         m = json.loads((path / "manifest.json").read_text())
         return cls(path, [path / f for f in m["train_files"]], [path / f for f in m["val_files"]],
-                   m["n_train"], m["n_val"], m["classes"], tuple(m["image_size"]),  # type: ignore[arg-type]
-                   m["split"], tuple(m["channel_mean"]), tuple(m["channel_std"]))  # type: ignore[arg-type]
+                   m["n_train"], m["n_val"], m["classes"], tuple(m["image_size"]),
+                   m["split"], tuple(m["channel_mean"]), tuple(m["channel_std"]))
 
 
 def percentile_scale(img: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]
@@ -164,7 +164,7 @@ def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: d
             q = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
             f = q.reshape(-1, 3).astype(np.float64) / 255.0
             moments += (f.sum(axis=0), (f * f).sum(axis=0), np.full(3, len(f)))
-            writers[i % n_files].write(_example(q, class_index[r.moa or ""], r.image_number))
+            writers[i % n_files].write(_example(q, class_index[r.moa or ""], r.uid))
     finally:
         for w in writers:
             w.close()

@@ -52,7 +52,7 @@ def _random_part(records: list[ImageRecord], val_fraction: float, rng: random.Ra
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
     for moa in sorted(by_class):
-        group = sorted(by_class[moa], key=lambda r: r.image_number)
+        group = sorted(by_class[moa], key=lambda r: r.uid)
         rng.shuffle(group)
         n_val = round(len(group) * val_fraction)
         if len(group) >= 2:
@@ -105,8 +105,8 @@ def split(
         val += dmso_val
     else:
         raise ConfigError(f"split protocol must be 'random' or 'loco', got {protocol!r}")
-    train_ids = {r.image_number for r in train}
-    leaked = [r.image_number for r in val if r.image_number in train_ids]
+    train_ids = {r.uid for r in train}
+    leaked = [r.uid for r in val if r.uid in train_ids]
     if leaked:  # pragma: no cover - guarded by construction
         raise AssertionError(f"images in both train and validation: {leaked[:5]}")
     if not train or not val:

@@ -31,10 +31,10 @@ from explorer.mcnn.bbbc021 import (
 )
 from explorer.mcnn.phenotypes import (
     MOA_CLASSES,
-    seeded_rng,
     compound_phenotype,
     dose_strength,
     render_field,
+    seeded_rng,
 )
 
 __all__ = ["SynthOptions", "parse_size", "synthesize", "synthesize_from_metadata"]
@@ -91,7 +91,7 @@ def _write_tiff(path: Path, plane: np.ndarray) -> None:
 
 def _render(record: ImageRecord, strength: float, size: tuple[int, int], seed: int) -> None:
     pheno = compound_phenotype(record.moa, record.compound, strength, seed)
-    rng = seeded_rng("field", seed, record.image_number)
+    rng = seeded_rng("field", seed, record.uid)
     plate_rng = seeded_rng("plate", seed, record.plate)
     img = render_field(pheno, size[0], size[1], rng, plate_rng)
     planes = np.clip(img * PEAK, 0, 65535).astype(np.uint16)
@@ -162,7 +162,7 @@ def synthesize(out: str | Path, options: SynthOptions | None = None) -> Path:
             })
             rec = ImageRecord(number, plate, well, 1, compound, conc, moa,
                               (out / path_name / names[0], out / path_name / names[1],
-                               out / path_name / names[2]))
+                               out / path_name / names[2]), table=week)
             records.append((rec, strengths.get((compound, conc), 0.0)))
     with (out / IMAGE_CSV).open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=IMAGE_COLUMNS)

@@ -73,7 +73,7 @@ def _inject_fault(cfg: Any, rank: int, step: int) -> float:
     return float("nan")
 
 
-def run(cfg: Any, events: Any, comm: Any) -> int:  # noqa: PLR0915 - a top-to-bottom train loop
+def run(cfg: Any, events: Any, comm: Any) -> int:
     import numpy as np
     import tensorflow as tf
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         code, reason, detail = EXIT_NAN, "nan_loss", str(exc)
     except UserError as exc:
         code, reason, detail = EXIT_USER, "bad_input", str(exc)
-    except BaseException as exc:  # noqa: BLE001 - every failure must be reported, then exit
+    except BaseException as exc:
         code, reason, detail = EXIT_ERROR, "exception", "".join(
             traceback.format_exception(exc)[-6:])
     if code != EXIT_OK:

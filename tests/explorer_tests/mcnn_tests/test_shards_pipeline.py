@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer.mcnn.config import AugmentConfig, DataConfig
+from explorer.mcnn.pipeline import train_dataset, val_dataset
+from explorer.mcnn.shards import percentile_scale, prepare_shards
+
+
+def _cfg(root, tmp_path, **kw):
+    return DataConfig(root=root, image_size=(32, 40), cache_dir=tmp_path / "cache", **kw)
+
+
+def test_percentile_scale_clips_to_unit_range():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 4000, (50, 60, 3)).astype(np.uint16)
+    img[0, 0] = 65535
+    out = percentile_scale(img)
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert out.dtype == np.float32
+
+
+def test_shards_are_cached_by_options(synth_tree, tmp_path):
+    a = prepare_shards(_cfg(synth_tree, tmp_path))
+    again = prepare_shards(_cfg(synth_tree, tmp_path))
+    other = prepare_shards(_cfg(synth_tree, tmp_path, illumination_correction=True))
+    assert a.path == again.path != other.path
+    assert a.n_train + a.n_val == 200
+    assert a.image_size == (32, 40) and len(a.classes) == 5
+
+
+def test_ranks_read_disjoint_shards_and_batches_are_augmented(synth_tree, tmp_path):
+    shards = prepare_shards(_cfg(synth_tree, tmp_path))
+    aug = AugmentConfig()
+    seen = []
+    for rank in range(2):
+        labels = np.concatenate([y.numpy() for _, y in val_dataset(
+            shards, rank=rank, size=2, batch=16, augment=aug)])
+        seen.append(len(labels))
+    assert sum(seen) == shards.n_val and abs(seen[0] - seen[1]) <= 1
+    x, _ = next(iter(train_dataset(shards, rank=0, size=2, batch=4, seed=0, augment=aug)))
+    assert x.shape == (4, 32, 40, 3) and x.dtype == "float32"
+    assert float(np.max(x)) <= 1.0 and float(np.min(x)) >= 0.0
+
+
+def test_random_crop_and_standardize(synth_tree, tmp_path):
+    shards = prepare_shards(_cfg(synth_tree, tmp_path))
+    aug = AugmentConfig(random_crop=(24, 24))
+    x, _ = next(iter(train_dataset(shards, rank=0, size=1, batch=8, seed=0, augment=aug,
+                                   normalize="standardize")))
+    assert x.shape == (8, 24, 24, 3)
+    v, _ = next(iter(val_dataset(shards, rank=0, size=1, batch=64, augment=aug,
+                                 normalize="standardize")))
+    assert v.shape[1:] == (24, 24, 3)
+    assert abs(float(np.mean(v))) < 0.5  # roughly centred
+
+
+def test_crop_must_fit(synth_tree, tmp_path):
+    with pytest.raises(ValueError, match="must fit"):
+        _cfg(synth_tree, tmp_path, augment=AugmentConfig(random_crop=(64, 64)))

@@ -1,0 +1,82 @@
+"""Real ``mpirun -np 2`` Horovod training on a tiny synthetic tree."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from explorer.mcnn.events import read_events
+from launchers import JobState, MpirunLauncher, Resources, session_pids
+from tests.conftest import requires_mpi
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
+
+
+def _config(tmp_path, root, **over):
+    cfg = {
+        "data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
+                 "cache_dir": str(tmp_path / "cache")},
+        "per_worker_batch": 8,
+        "schedule": {"piecewise": "0.01;1;0.03", "warmup_epochs": 0.5},
+        "max_epochs": 12,
+        "target_accuracy": 0.99,
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        **over,
+    }
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _run(tmp_path, root, timeout=600, **over):
+    job = MpirunLauncher(grace_s=3).launch(
+        _config(tmp_path, root, **over),
+        Resources(ranks_per_node=2, threads_per_rank=1, binding="core", timeout_s=timeout),
+        workdir=tmp_path / "run")
+    state = job.wait(timeout + 30)
+    return job, state, read_events(job.events_path)
+
+
+def test_two_rank_training_learns_and_keeps_replicas_identical(tmp_path, synth_tree):
+    job, state, events = _run(tmp_path, synth_tree)
+    assert state is JobState.COMPLETED, job.log_tail()
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 12
+    start, done = events[0], events[-1]
+    assert start["world_size"] == 2 and start["startup_s"] > 0
+    assert len(done["replica_fingerprints"]) == 2
+    assert done["replica_divergence"] == 0.0
+    chance = 1.0 / len(start["classes"])
+    assert done["best_val_accuracy"] >= chance + 0.12, [e.get("val_accuracy") for e in events]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 13))
+    assert all(e["images_seen"] == e["step"] * 16 for e in epochs)
+    assert session_pids(job.pid) == []
+
+
+def test_target_accuracy_stops_early_with_tta(tmp_path, synth_tree):
+    job, state, events = _run(tmp_path, synth_tree, target_accuracy=0.05, max_epochs=5)
+    assert state is JobState.COMPLETED, job.log_tail()
+    reached = [e for e in events if e["event"] == "target_reached"]
+    assert len(reached) == 1 and reached[0]["epoch"] == 1
+    assert reached[0]["tta_wall_s"] == pytest.approx(reached[0]["tta_s"] + reached[0]["startup_s"])
+    assert events[-1]["reason"] == "target_reached"
+
+
+def test_nan_loss_fails_every_rank(tmp_path, synth_tree):
+    job, state, events = _run(tmp_path, synth_tree, fault={"kind": "nan", "rank": 0, "at_step": 3})
+    assert state is JobState.FAILED and job.returncode != 0
+    failed = [e for e in events if e["event"] == "failed"]
+    assert [f["reason"] for f in failed] == ["nan_loss"]
+    assert session_pids(job.pid) == []
+
+
+def test_exception_on_one_rank_does_not_hang_the_other(tmp_path, synth_tree):
+    job, state, events = _run(tmp_path, synth_tree, timeout=120,
+                              fault={"kind": "raise", "rank": 1, "at_step": 2})
+    assert state is JobState.FAILED, job.log_tail()
+    failed = [e for e in events if e["event"] == "failed"]
+    assert failed and failed[0]["rank"] == 1 and "injected fault" in failed[0]["detail"]
+    assert session_pids(job.pid) == []

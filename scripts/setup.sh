@@ -27,9 +27,6 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- apt
 APT_PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make iproute2 procps)
-if [[ "$WITH_TEST_DEPS" == 1 ]]; then
-  APT_PACKAGES+=(chromium postgresql)
-fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -64,7 +64,7 @@ def test_missing_column_is_named(tree_copy):
 
 def test_missing_csv(tree_copy):
     (tree_copy / MOA_CSV).unlink()
-    with pytest.raises(DataError, match="missing BBBC021_v1_moa.csv"):
+    with pytest.raises(DataError, match=r"missing BBBC021_v1_moa\.csv"):
         load_metadata(tree_copy)
 
 

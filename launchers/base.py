@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobState", "Launcher", "Resources", "session_pids"]
+__all__ = ["Job", "JobState", "Launcher", "Resources", "prepare_workdir", "session_pids"]
 
 
 class JobState(enum.Enum):
@@ -103,7 +103,7 @@ class Job:
         self.grace_s = grace_s
         self.started = time.time()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("ab")
+        self._log = log_path.open("wb")
         self._state = JobState.RUNNING
         self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -180,6 +180,15 @@ class Job:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def prepare_workdir(workdir: Path) -> tuple[Path, Path]:
+    """Create ``workdir`` (absolute) and return it with a fresh events path inside it."""
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    events = workdir / "events.jsonl"
+    events.unlink(missing_ok=True)  # events are appended: never mix two runs in one file
+    return workdir, events
 
 
 class Launcher(ABC):

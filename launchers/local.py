@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launchers.base import Job, Launcher, Resources
+from launchers.base import Job, Launcher, Resources, prepare_workdir
 from launchers.mpirun import train_command
 
 __all__ = ["LocalLauncher"]
@@ -19,9 +19,7 @@ class LocalLauncher(Launcher):
                **options: Any) -> Job:
         if resources.world_size != 1:
             raise ValueError(f"LocalLauncher runs exactly one process, got {resources.world_size=}")
-        workdir = workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        events = workdir / "events.jsonl"
+        workdir, events = prepare_workdir(workdir)
         argv = train_command(config_path, events)
         (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
         env = {"OMP_NUM_THREADS": str(resources.threads_per_rank), **resources.env}

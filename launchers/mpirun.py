@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.errors import LaunchError
-from launchers.base import Job, Launcher, Resources
+from launchers.base import Job, Launcher, Resources, prepare_workdir
 
 __all__ = ["MpirunLauncher", "binding_args", "build_mpirun_argv"]
 
@@ -72,9 +72,7 @@ class MpirunLauncher(Launcher):
         exe = shutil.which(self.mpirun)
         if exe is None:
             raise LaunchError(f"{self.mpirun!r} not found on PATH; install openmpi-bin")
-        workdir = workdir.resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-        events = workdir / "events.jsonl"
+        workdir, events = prepare_workdir(workdir)
         argv = build_mpirun_argv(train_command(config_path, events), resources, mpirun=exe,
                                  hostfile=options.get("hostfile"))
         (workdir / "argv.txt").write_text(" ".join(argv) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from explorer.mcnn.events import read_events
+from explorer.mcnn.events import KINDS, read_events
 from launchers import JobState, MpirunLauncher, Resources, session_pids
 from tests.conftest import requires_mpi
 
@@ -42,6 +42,7 @@ def test_two_rank_training_learns_and_keeps_replicas_identical(tmp_path, synth_t
     job, state, events = _run(tmp_path, synth_tree)
     assert state is JobState.COMPLETED, job.log_tail()
     kinds = [e["event"] for e in events]
+    assert set(kinds) <= set(KINDS)  # every line parsed as a known event (no "corrupt")
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert kinds.count("epoch") == 12
     start, done = events[0], events[-1]
@@ -80,3 +81,13 @@ def test_exception_on_one_rank_does_not_hang_the_other(tmp_path, synth_tree):
     failed = [e for e in events if e["event"] == "failed"]
     assert failed and failed[0]["rank"] == 1 and "injected fault" in failed[0]["detail"]
     assert session_pids(job.pid) == []
+
+
+def test_local_launcher_runs_one_process_without_mpi(tmp_path, synth_tree):
+    from launchers import LocalLauncher
+
+    job = LocalLauncher().launch(_config(tmp_path, synth_tree, max_epochs=1, comm="local"),
+                                 Resources(timeout_s=300), workdir=tmp_path / "local")
+    assert job.wait(330) is JobState.COMPLETED, job.log_tail()
+    events = read_events(job.events_path)
+    assert events[0]["world_size"] == 1 and events[-1]["event"] == "done"

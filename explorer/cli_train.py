@@ -54,6 +54,10 @@ def _train(args: argparse.Namespace) -> int:
     from launchers import LocalLauncher, MpirunLauncher, Resources
 
     load_config(args.config)  # fail fast, before any process starts
+    if args.np is None:
+        args.np = 1 if args.local else 2
+    if args.local and args.np != 1:
+        raise ConfigError(f"--local runs one process; got --np {args.np}")
     if args.np < 1 or args.threads < 1:
         raise ConfigError(f"--np and --threads must be >= 1, got {args.np=} {args.threads=}")
     workdir = Path(args.workdir or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -87,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="run one training config (mpirun + Horovod by default)")
     p.add_argument("--config", required=True, help="training config .yaml/.json")
-    p.add_argument("--np", type=int, default=2, help="ranks on this machine (default 2)")
+    p.add_argument("--np", type=int, default=None,
+                   help="ranks on this machine (default 2; 1 with --local)")
     p.add_argument("--threads", type=int, default=1, help="cores/threads per rank (default 1)")
     p.add_argument("--binding", choices=("none", "core", "socket"), default="core")
     p.add_argument("--oversubscribe", action="store_true")

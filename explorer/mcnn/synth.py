@@ -170,8 +170,10 @@ def synthesize(out: str | Path, options: SynthOptions | None = None) -> Path:
         writer.writerows(rows)
     with (out / MOA_CSV).open("w", newline="") as fh:
         fh.write('"compound",concentration,"moa"\n')
+        used = {(str(r["Image_Metadata_Compound"]), r["Image_Metadata_Concentration"]) for r in rows}
         for compound, conc, moa in [*pairs, ("DMSO", 0.0, "DMSO")]:
-            fh.write(f'"{compound}",{conc:.6f},"{moa}"\n')
+            if (compound, conc) in used:  # too few images leave some pairs without a well
+                fh.write(f'"{compound}",{conc:.6f},"{moa}"\n')
     _render_all(records, opts.size, opts.seed, opts.workers)
     return out
 

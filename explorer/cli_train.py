@@ -51,7 +51,7 @@ def _print_event(event: dict[str, Any]) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from explorer.mcnn.config import load_config
-    from launchers import LocalLauncher, MpirunLauncher, Resources
+    from launchers import JobState, LocalLauncher, MpirunLauncher, Resources
 
     load_config(args.config)  # fail fast, before any process starts
     if args.np is None:
@@ -74,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         raise
     done = [e for e in events if e.get("event") == "done"]
     epochs = [e for e in events if e.get("event") == "epoch"]
-    if job.state.value != "COMPLETED" or not done:
+    if job.state is not JobState.COMPLETED or not done:
         print(f"job ended {job.state.value} (exit {job.returncode}); log tail:\n"
               f"{job.log_tail(15)}")
         return 1

@@ -120,6 +120,8 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _cache_key(cfg: DataConfig) -> str:
     h = hashlib.sha256()
     for name in (IMAGE_CSV, MOA_CSV):
+        if not (cfg.root / name).is_file():
+            raise DataError(f"missing {name}: expected it at {cfg.root / name}")
         h.update((cfg.root / name).read_bytes())
     opts: dict[str, Any] = {
         "v": FORMAT_VERSION, "root": str(cfg.root.resolve()), "size": list(cfg.image_size),
@@ -177,12 +179,12 @@ def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
     Raises:
         DataError / ConfigError: from the loader and the split (missing CSV, TIFF, bad fold ...).
     """
-    dataset = load_metadata(cfg.root, drop_dmso=cfg.drop_dmso)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     key = _cache_key(cfg)
     final = cache / key
-    if (final / "manifest.json").is_file():
+    if (final / "manifest.json").is_file():  # hit: no CSV parsing on the job's start-up path
         return ShardSet.load(final)
+    dataset = load_metadata(cfg.root, drop_dmso=cfg.drop_dmso)
     parts = split(dataset, cfg.split.protocol, val_fraction=cfg.split.val_fraction,
                   fold=cfg.split.fold, seed=cfg.split.seed)
     cache.mkdir(parents=True, exist_ok=True)

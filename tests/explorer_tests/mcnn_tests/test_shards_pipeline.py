@@ -59,3 +59,11 @@ def test_random_crop_and_standardize(synth_tree, tmp_path):
 def test_crop_must_fit(synth_tree, tmp_path):
     with pytest.raises(ValueError, match="must fit"):
         _cfg(synth_tree, tmp_path, augment=AugmentConfig(random_crop=(64, 64)))
+
+
+def test_data_root_without_csvs_is_a_clear_error(tmp_path):
+    from explorer.errors import DataError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"missing BBBC021_v1_image\.csv"):
+        prepare_shards(_cfg(tmp_path / "empty", tmp_path))

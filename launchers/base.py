@@ -194,6 +194,16 @@ def prepare_workdir(workdir: Path) -> tuple[Path, Path]:
 class Launcher(ABC):
     """Turns a training config plus resources into a running :class:`Job`."""
 
+    grace_s: float = 5.0
+
+    def _start(self, argv: Sequence[str], resources: Resources, workdir: Path,
+               events: Path) -> Job:
+        """Record ``argv`` in ``workdir/argv.txt`` and start it with the layout's thread env."""
+        (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
+        env = {"OMP_NUM_THREADS": str(resources.threads_per_rank), **resources.env}
+        return Job(argv, env=env, log_path=workdir / "job.log", events_path=events,
+                   timeout_s=resources.timeout_s, grace_s=self.grace_s)
+
     @abstractmethod
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
                **options: Any) -> Job:

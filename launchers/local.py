@@ -21,7 +21,4 @@ class LocalLauncher(Launcher):
             raise ValueError(f"LocalLauncher runs exactly one process, got {resources.world_size=}")
         workdir, events = prepare_workdir(workdir)
         argv = train_command(config_path, events)
-        (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
-        env = {"OMP_NUM_THREADS": str(resources.threads_per_rank), **resources.env}
-        return Job(argv, env=env, log_path=workdir / "job.log", events_path=events,
-                   timeout_s=resources.timeout_s, grace_s=self.grace_s)
+        return self._start(argv, resources, workdir, events)

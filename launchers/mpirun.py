@@ -75,7 +75,4 @@ class MpirunLauncher(Launcher):
         workdir, events = prepare_workdir(workdir)
         argv = build_mpirun_argv(train_command(config_path, events), resources, mpirun=exe,
                                  hostfile=options.get("hostfile"))
-        (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
-        env = {"OMP_NUM_THREADS": str(resources.threads_per_rank), **resources.env}
-        return Job(argv, env=env, log_path=workdir / "job.log", events_path=events,
-                   timeout_s=resources.timeout_s, grace_s=self.grace_s)
+        return self._start(argv, resources, workdir, events)

@@ -65,7 +65,12 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from explorer.mcnn.shards import prepare_shards
 
     cfg = load_config(args.config)
-    shards = prepare_shards(cfg.data, log=print)
+    shards = prepare_shards(cfg.data, log=None if args.json else print)
+    if args.json:
+        print(json.dumps({"path": str(shards.path), "n_train": shards.n_train,
+                          "n_val": shards.n_val, "classes": shards.classes,
+                          "split": shards.split}))
+        return 0
     print(f"shards ready: {shards.path} ({shards.n_train} train / {shards.n_val} val, "
           f"split {shards.split})")
     return 0
@@ -96,6 +101,7 @@ def _add_data(sub: Any) -> None:
     summ.set_defaults(func=_data_summary)
     prep = dsub.add_parser("prepare", help="build the shard cache of a training config")
     prep.add_argument("--config", required=True)
+    prep.add_argument("--json", action="store_true", help="print only a JSON summary")
     prep.set_defaults(func=_data_prepare)
 
 
@@ -108,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the fastest way to train M-CNN on BBBC021 with Optuna, Horovod, MLflow.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from explorer import cli_train, demo
+    from explorer import cli_study, cli_train, demo
 
-    for add in [*COMMANDS, cli_train.add_commands, demo.add_commands]:
+    for add in [*COMMANDS, cli_train.add_commands, cli_study.add_commands, demo.add_commands]:
         add(sub)
     return parser
 

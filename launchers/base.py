@@ -8,6 +8,7 @@ the session, then SIGKILL after ``grace_s`` — and no rank or ``orted`` survive
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import os
 import signal
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobState", "Launcher", "Resources", "prepare_workdir", "session_pids"]
+__all__ = ["Job", "JobState", "Launcher", "Resources", "prepare_workdir", "process_start_ticks",
+           "session_pids"]
 
 
 class JobState(enum.Enum):
@@ -74,6 +76,32 @@ class Resources:
         return self.nodes * self.ranks_per_node
 
 
+_PR_SET_PDEATHSIG = 1
+_PRCTL: Any
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _term_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launching thread dies (even by SIGKILL).
+
+    ``mpirun`` answers SIGTERM by ending every rank, so a killed driver never leaves a job behind.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (tells a live pid from a reused one)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2:].split()[19])
+
+
 def session_pids(sid: int) -> list[int]:
     """Every live process whose session id is ``sid`` (Linux /proc)."""
     pids = []
@@ -108,7 +136,7 @@ class Job:
         self._proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **env, "MCNN_LAUNCH_TIME": repr(self.started)},
-            start_new_session=True, cwd=cwd,
+            start_new_session=True, cwd=cwd, preexec_fn=_term_with_parent,
         )
         self.pid = self._proc.pid
 

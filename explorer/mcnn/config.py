@@ -7,6 +7,7 @@ accepted; unknown keys are errors, and every error names the key path and the ba
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ __all__ = [
     "AugmentConfig",
     "DataConfig",
     "FaultConfig",
+    "LayoutConfig",
     "OptimizerConfig",
     "ScheduleConfig",
     "SplitConfig",
@@ -108,6 +110,42 @@ class FaultConfig(_Strict):
     at_step: int = Field(0, ge=0)
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class LayoutConfig(_Strict):
+    """Where the job runs (read by ``mcnn-explore train`` and export, ignored by the job itself).
+
+    An exported best config carries its layout, so ``mcnn-explore train --config best.yaml``
+    replays it through the same launcher without extra flags.
+    """
+
+    hosts: tuple[str, ...] = ("localhost",)
+    ranks_per_node: int = Field(1, ge=1)
+    threads_per_rank: int = Field(1, ge=1)
+    binding: Literal["none", "core", "socket"] = "core"
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from launchers.hosts import validate_hostname
+
+        if not v:
+            raise ValueError("hosts must name at least one host")
+        for host in v:
+            validate_hostname(host)
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"environment variable name {name!r} is not a valid identifier")
+        return v
+
+
 class TrainConfig(_Strict):
     data: DataConfig
     per_worker_batch: int = Field(8, gt=0)
@@ -124,6 +162,7 @@ class TrainConfig(_Strict):
     comm: Literal["auto", "horovod", "local"] = "auto"
     events: Path | None = None
     fault: FaultConfig | None = None
+    layout: LayoutConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

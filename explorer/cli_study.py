@@ -1,0 +1,196 @@
+"""``mcnn-explore study launch|export|status``: the study command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from explorer.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_TRACKING = "sqlite:///mlflow.db"
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _absolute_sqlite(url: str) -> str:
+    """``sqlite:///rel.db`` → ``sqlite:////abs/rel.db`` so jobs, UI and export agree on the file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+def _hosts(args: argparse.Namespace) -> list[Any]:
+    from launchers.hosts import detect_local, read_hostfile
+
+    if args.hosts:
+        return read_hostfile(args.hosts)
+    if os.environ.get("SLURM_JOB_NODELIST"):
+        from launchers.hosts import hosts_from_slurm
+
+        return hosts_from_slurm()
+    return [detect_local()]
+
+
+def quiet_libraries() -> None:
+    """Keep Optuna's and MLflow's INFO chatter out of the progress output."""
+    import logging
+
+    import optuna
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from explorer.driver import StudyDriver, StudySettings, best_trial
+    from explorer.progress import ProgressLine
+    from explorer.tracking import ui_command
+    from launchers import MpirunLauncher
+
+    if not _STUDY_NAME.match(args.study):
+        raise ConfigError(f"--study {args.study!r}: expected letters, digits, '.', '_' or '-' "
+                          "(it names the MLflow experiment and the run folder)")
+    for flag in ("trials", "timeout", "trial_timeout"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+    if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
+        raise ConfigError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
+    data = Path(args.data)
+    if not (data / "BBBC021_v1_image.csv").is_file():
+        raise ConfigError(f"--data {args.data!r}: no BBBC021_v1_image.csv there; expected a "
+                          "BBBC021 tree (see 'mcnn-explore data synth')")
+    if args.launcher == "slurm":
+        from launchers.slurm import SlurmLauncher
+
+        launcher: Any = SlurmLauncher()
+    else:
+        launcher = MpirunLauncher()
+    workdir = Path(args.workdir or Path("runs") / args.study).resolve()
+    settings = StudySettings(
+        space=Path(args.space), data_root=data.resolve(), study=args.study,
+        storage=_absolute_sqlite(args.storage), tracking_uri=_absolute_sqlite(args.tracking_uri),
+        workdir=workdir, hosts=_hosts(args), trials=args.trials, timeout_s=args.timeout,
+        trial_timeout_s=args.trial_timeout, target_accuracy=args.target_accuracy,
+        sampler=args.sampler, pruner=args.pruner, seed=args.seed, objective=args.objective,
+        multi_objective=args.multi_objective, retry_stale=not args.no_retry_stale,
+        stale_after_s=args.stale_after)
+    quiet_libraries()
+    driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
+    print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "
+          f"{settings.storage}, tracking {settings.tracking_uri}, runs in {workdir}", flush=True)
+    study = driver.run()
+    best = best_trial(study)
+    print()
+    if best is None:
+        print("no completed feasible trial yet")
+    else:
+        tta = best.user_attrs.get("tta_s")
+        what = f"TTA {tta:.1f}s" if tta is not None else "target not reached"
+        print(f"best: trial {best.number}, {what}, best val accuracy "
+              f"{best.user_attrs.get('best_val_accuracy', 0.0):.3f}")
+        for key, value in sorted(best.params.items()):
+            print(f"  {key} = {value}")
+        derived = best.user_attrs.get("derived", {})
+        print(f"  -> global batch {derived.get('global_batch')}, world size "
+              f"{derived.get('world_size')}, schedule {derived.get('piecewise')}")
+    print(f"MLflow UI:  {ui_command(settings.tracking_uri)}")
+    print(f"export:     mcnn-explore study export --study {args.study} --storage "
+          f"{settings.storage} --format yaml --out best.yaml")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from explorer import export
+
+    study = export.load_study(args.study, _absolute_sqlite(args.storage))
+    out = Path(args.out) if args.out else None
+    if args.format == "yaml":
+        text = export.render_yaml(study)
+    else:
+        if out is not None:
+            config_path = out.with_suffix(".yaml") if out.suffix != ".yaml" else \
+                out.with_name(out.name + ".config.yaml")
+        else:
+            config_path = Path(f"{args.study}-best.yaml")
+        config_path.write_text(export.render_yaml(study))
+        print(f"wrote the config it runs: {config_path}", file=sys.stderr)
+        render = export.render_mpirun if args.format == "mpirun" else export.render_sbatch_script
+        text = render(study, config_path)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        if args.format != "yaml":
+            out.chmod(0o755)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from explorer import export
+
+    study = export.load_study(args.study, _absolute_sqlite(args.storage))
+    print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
+    for t in study.get_trials(deepcopy=False):
+        value = "-" if t.values is None else f"{t.values[0]:.4g}"
+        tta = t.user_attrs.get("tta_s")
+        acc = t.user_attrs.get("best_val_accuracy")
+        print(f"{t.number:>4} {t.user_attrs.get('state', t.state.name):<10} {value:>12} "
+              f"{'-' if tta is None else f'{tta:.1f}':>8} "
+              f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.user_attrs.get('reason', '')}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    study = sub.add_parser("study", help="launch, export and inspect Optuna studies")
+    ssub = study.add_subparsers(dest="study_command", required=True)
+    p = ssub.add_parser("launch", help="run (or resume) a study: each trial is an mpirun job")
+    p.add_argument("--space", required=True, help="search-space YAML (see search_spaces/)")
+    p.add_argument("--data", required=True, help="BBBC021 tree every trial trains on")
+    p.add_argument("--study", required=True, help="study name (also the MLflow experiment)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL, any SQLAlchemy URL (default {DEFAULT_STORAGE})")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING,
+                   help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    p.add_argument("--trials", type=int, default=10,
+                   help="finished trials the study should hold (default 10)")
+    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--trial-timeout", type=float, help="seconds before a trial is ended, FAILED")
+    p.add_argument("--target-accuracy", type=float,
+                   help="validation accuracy that stops the TTA clock (default: the space's)")
+    p.add_argument("--hosts", help="Open MPI hostfile (default: SLURM allocation or this machine)")
+    p.add_argument("--sampler", choices=("tpe", "gp", "random"), default="tpe")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--objective", choices=("tta_s", "tta_wall_s"), default="tta_s",
+                   help="tta_s (MLPerf-style, default) or tta_wall_s (adds start-up)")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="minimise TTA and node-hours together (a Pareto front)")
+    p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
+    p.add_argument("--workdir", help="trial folders and MLflow artifacts (default runs/STUDY)")
+    p.add_argument("--no-retry-stale", action="store_true",
+                   help="do not re-queue trials left RUNNING by a killed driver")
+    p.add_argument("--stale-after", type=float, default=300.0,
+                   help="heartbeat age (s) after which another host's RUNNING trial is stale")
+    p.set_defaults(func=_launch)
+    e = ssub.add_parser("export", help="write the best trial as a config, mpirun or sbatch")
+    e.add_argument("--study", required=True)
+    e.add_argument("--storage", default=DEFAULT_STORAGE)
+    e.add_argument("--format", choices=("yaml", "mpirun", "sbatch"), default="yaml")
+    e.add_argument("--out", help="output file (default: stdout)")
+    e.set_defaults(func=_export)
+    s = ssub.add_parser("status", help="list a study's trials")
+    s.add_argument("--study", required=True)
+    s.add_argument("--storage", default=DEFAULT_STORAGE)
+    s.set_defaults(func=_status)

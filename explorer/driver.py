@@ -1,0 +1,396 @@
+"""The study driver: Optuna ask → plan → launch → tail events → report/prune → tell, MLflow beside.
+
+One trial at a time (trials compete for the same cores, so running two at once would corrupt
+their timings). The driver is the only writer to Optuna and MLflow; jobs only write their events
+file. A failing trial — crash, NaN, timeout, a launcher error — is recorded and the study goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import yaml
+
+from explorer.errors import ConfigError, DataError, LaunchError
+from explorer.mcnn.events import EventTail
+from explorer.objective import TrialOutcome, intermediate_value, objective_values
+from explorer.progress import ProgressLine
+from explorer.stale import driver_identity, recover_stale
+from explorer.tracking import RunRecorder, Tracker, mask_url
+from launchers.base import Job, JobState, Launcher
+from launchers.hosts import HostInfo
+from search_spaces.plan import TrialPlan, build_plan, deep_merge, sample_params
+from search_spaces.space import SearchSpace, load_space
+
+__all__ = ["StudyDriver", "StudySettings", "outcome_from_events"]
+
+HEARTBEAT_S = 15.0
+_TELL_STATE = {"COMPLETED": optuna.trial.TrialState.COMPLETE,
+               "INFEASIBLE": optuna.trial.TrialState.COMPLETE,
+               "PRUNED": optuna.trial.TrialState.PRUNED}
+
+
+@dataclass
+class StudySettings:
+    """Everything ``mcnn-explore study launch`` was asked to do."""
+
+    space: Path
+    data_root: Path
+    study: str
+    storage: str
+    tracking_uri: str
+    workdir: Path
+    hosts: list[HostInfo]
+    trials: int = 10
+    timeout_s: float | None = None
+    trial_timeout_s: float | None = None
+    target_accuracy: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    objective: str = "tta_s"
+    multi_objective: bool = False
+    retry_stale: bool = True
+    stale_after_s: float = 300.0
+    prepare_timeout_s: float = 6 * 3600.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"space": str(self.space), "data_root": str(self.data_root), "study": self.study,
+                "storage": mask_url(self.storage), "tracking_uri": mask_url(self.tracking_uri),
+                "trials": self.trials, "timeout_s": self.timeout_s,
+                "trial_timeout_s": self.trial_timeout_s, "target_accuracy": self.target_accuracy,
+                "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
+                "objective": self.objective, "multi_objective": self.multi_objective,
+                "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; expected tpe, gp or random")
+
+
+def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, int(max_epochs)))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r}; expected median, hyperband or none")
+
+
+def outcome_from_events(events: list[dict[str, Any]], state: JobState, returncode: int | None,
+                        *, pruned: bool, nodes: int, wall_s: float) -> TrialOutcome:
+    """Classify a finished job from its events and process state."""
+    done = next((e for e in events if e.get("event") == "done"), None)
+    failed = next((e for e in events if e.get("event") == "failed"), None)
+    start = next((e for e in events if e.get("event") == "start"), None)
+    accs = [e["val_accuracy"] for e in events
+            if e.get("event") == "epoch" and e.get("val_accuracy") is not None]
+    epochs = sum(1 for e in events if e.get("event") == "epoch")
+    best = float(done["best_val_accuracy"]) if done else max(accs, default=0.0)
+    startup = (done or start or {}).get("startup_s")
+
+    def outcome(kind: str, reason: str, tta_s: float | None = None) -> TrialOutcome:
+        return TrialOutcome(kind, reason, tta_s=tta_s, startup_s=startup,
+                            best_val_accuracy=best, epochs=epochs, wall_s=wall_s, nodes=nodes)
+
+    if pruned:
+        return outcome("PRUNED", f"pruned after epoch {epochs}")
+    if state is JobState.TIMEOUT:
+        return outcome("FAILED", "timeout")
+    if state is JobState.COMPLETED and done is not None:
+        return outcome("COMPLETED", str(done.get("reason")), done.get("tta_s"))
+    if failed is not None:
+        detail = str(failed.get("detail", "")).strip().splitlines()
+        why = f"{failed.get('reason')}: {detail[-1][:300]}" if detail else str(failed.get("reason"))
+        return outcome("FAILED", why)
+    if state is JobState.COMPLETED:
+        return outcome("FAILED", "the job exited 0 without a done event")
+    return outcome("FAILED", f"{state.value.lower()} (exit code {returncode})")
+
+
+class StudyDriver:
+    """Runs a study to ``settings.trials`` finished trials (resuming an existing one)."""
+
+    def __init__(self, settings: StudySettings, launcher: Launcher, *,
+                 progress: ProgressLine | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.s = settings
+        self.launcher = launcher
+        self.space: SearchSpace = load_space(settings.space)
+        self.progress = progress or ProgressLine(settings.trials)
+        self.log = log or self.progress.message
+        self.overrides = dict(settings.overrides)
+        if settings.target_accuracy is not None:
+            self.overrides["target_accuracy"] = settings.target_accuracy
+        base = deep_merge(self.space.base, {"data": {"root": str(settings.data_root)}})
+        merged = deep_merge(base, self.overrides)
+        if merged.get("target_accuracy") is None:
+            raise ConfigError("a study needs a target accuracy: pass --target-accuracy or set "
+                              f"target_accuracy in the base of {settings.space}")
+        self.max_epochs = float(merged.get("max_epochs", 20.0))
+        self.base = merged
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _n_train(self) -> int:
+        """Build the shard cache once, in a child process (the driver never imports TensorFlow,
+        and no trial's start-up pays for preprocessing); return the training-image count."""
+        from explorer.mcnn.config import config_from_dict
+
+        config_from_dict(self.base, f"base of {self.s.space}")  # fail fast, in-process
+        self.s.workdir.mkdir(parents=True, exist_ok=True)
+        base_path = self.s.workdir / "base_config.yaml"
+        base_path.write_text(yaml.safe_dump(self.base, sort_keys=False))
+        self.log(f"preparing shards for {self.s.data_root} ...")
+        argv = [sys.executable, "-m", "explorer.cli", "data", "prepare", "--config",
+                str(base_path), "--json"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True,  # noqa: S603 - argv list
+                                  timeout=self.s.prepare_timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise DataError(f"preparing shards of {self.s.data_root} took over "
+                            f"{self.s.prepare_timeout_s:g}s") from None
+        if proc.returncode != 0:
+            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+            detail = errors[-1][len("error: "):] if errors else proc.stderr.strip()[-1500:]
+            raise DataError(f"cannot prepare the data of {self.s.data_root}: {detail}")
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.log(f"shards ready: {summary['n_train']} train / {summary['n_val']} val images, "
+                 f"{len(summary['classes'])} classes ({summary['split']})")
+        return int(summary["n_train"])
+
+    def _study(self) -> optuna.Study:
+        directions: list[Literal["minimize", "maximize"]] = (
+            ["minimize", "minimize"] if self.s.multi_objective else ["minimize"])
+        try:
+            study = optuna.create_study(
+                study_name=self.s.study, storage=self.s.storage, load_if_exists=True,
+                directions=directions, sampler=make_sampler(self.s.sampler, self.s.seed),
+                pruner=make_pruner(self.s.pruner, self.max_epochs))
+        except ValueError as exc:
+            raise ConfigError(f"study {self.s.study!r} in {mask_url(self.s.storage)}: {exc}") from None
+        if len(study.directions) != len(directions):
+            raise ConfigError(f"study {self.s.study!r} exists with {len(study.directions)} "
+                              f"objective(s); relaunch it with the same --multi-objective setting")
+        study.set_user_attr("space", str(self.s.space))
+        study.set_user_attr("space_name", self.space.name)
+        study.set_user_attr("objective", self.s.objective)
+        return study
+
+    def _counted(self, study: optuna.Study) -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False)
+                   if t.state.is_finished() and not t.user_attrs.get("stale"))
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> optuna.Study:
+        n_train = self._n_train()
+        study = self._study()
+        tracker = Tracker(self.s.tracking_uri, self.s.study,
+                          artifact_root=self.s.workdir / "mlartifacts")
+        parent, existed = tracker.parent(self.s.study)
+        study.set_user_attr("mlflow_parent_run_id", parent.run_id)
+        settings_yaml = yaml.safe_dump(self.s.describe(), sort_keys=False)
+        if existed:
+            parent.log_text(settings_yaml, f"resumes/study-{int(time.time())}.yaml")
+        else:
+            parent.log_params({f"study.{k}": v for k, v in self.s.describe().items()})
+            parent.log_text(settings_yaml, "study.yaml")
+            parent.log_files([self.s.space])
+
+        def end_stale_run(frozen: optuna.trial.FrozenTrial, reason: str) -> None:
+            run_id = frozen.user_attrs.get("mlflow_run_id")
+            if run_id:
+                rec = tracker.recorder(str(run_id))
+                rec.set_tags({"reason": reason})
+                rec.end("FAILED")
+            self.log(f"trial {frozen.number}: marked FAILED ({reason})")
+
+        stale = recover_stale(study, stale_after_s=self.s.stale_after_s,
+                              retry=self.s.retry_stale, on_stale=end_stale_run)
+        if stale:
+            self.log(f"resumed study {self.s.study!r}: {len(stale)} stale trial(s) "
+                     f"{stale} marked FAILED{' and re-queued' if self.s.retry_stale else ''}")
+        self.progress.total = self.s.trials
+        self._show_best(study)
+        started = time.time()
+        try:
+            while self._counted(study) < self.s.trials:
+                if self.s.timeout_s is not None and time.time() - started > self.s.timeout_s:
+                    self.log(f"study timeout ({self.s.timeout_s:g}s) reached")
+                    break
+                self._run_trial(study, tracker, parent, n_train)
+                self._show_best(study, parent)
+        except BaseException:
+            parent.end("CANCELLED")
+            raise
+        parent.end("COMPLETED")
+        return study
+
+    def _show_best(self, study: optuna.Study, parent: RunRecorder | None = None) -> None:
+        best = best_trial(study)
+        if best is None:
+            return
+        tta = best.user_attrs.get("tta_s")
+        self.progress.set_best(f"{tta:.1f}s (trial {best.number})" if tta is not None
+                               else f"not reached (trial {best.number})")
+        if parent is not None:
+            parent.set_tags({"best_trial": best.number,
+                             "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                             "best_config": yaml.safe_dump(best.user_attrs.get("config", {}))})
+            parent.log_metrics({"best_value": best.values[0], "best_tta_s": tta},
+                               step=best.number)
+
+    def _run_trial(self, study: optuna.Study, tracker: Tracker, parent: RunRecorder,
+                   n_train: int) -> None:
+        trial = study.ask()
+        number = trial.number
+        done = self._counted(study)
+        plan: TrialPlan | None = None
+        try:
+            params = sample_params(self.space, trial)
+            plan = build_plan(self.space, params, data_root=self.s.data_root, n_train=n_train,
+                              hosts=self.s.hosts, overrides=self.overrides)
+        except (ConfigError, ValueError) as exc:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise ConfigError(f"trial {number}: the space {self.s.space} produced an invalid "
+                              f"config: {exc}") from None
+        for key, value in plan.constraints.items():
+            trial.set_constraint(key, value)
+        attrs: dict[str, Any] = {"config": plan.config, "derived": plan.derived,
+                                 "driver": driver_identity(), "heartbeat": time.time()}
+        for name, attr in attrs.items():
+            trial.set_user_attr(name, attr)
+        run = tracker.child(parent.run_id, f"trial-{number:04d}",
+                            {"optuna.trial": number, "mcnn.study": self.s.study})
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        run.log_params({**plan.params, **plan.derived})
+        run.log_text(yaml.safe_dump(plan.config, sort_keys=False), "config.yaml")
+        if not plan.feasible:
+            outcome = TrialOutcome("INFEASIBLE", plan.reason)
+            self._finish(study, trial, run, outcome, None)
+            return
+        workdir = self.s.workdir / f"trial-{number:04d}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_path = workdir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(plan.config, sort_keys=False))
+        assert plan.resources is not None
+        resources = dataclasses.replace(plan.resources, timeout_s=self.s.trial_timeout_s)
+        job: Job | None = None
+        try:
+            job = self.launcher.launch(config_path.resolve(), resources, workdir=workdir)
+            trial.set_user_attr("job", {"pid": job.pid, "workdir": str(job.log_path.parent),
+                                        "host": socket.gethostname()})
+            trial.set_user_attr("argv", job.argv)
+            pruned, events = self._watch(trial, job, run, done, plan)
+            outcome = outcome_from_events(events, job.state, job.returncode, pruned=pruned,
+                                          nodes=resources.nodes, wall_s=time.time() - job.started)
+        except LaunchError:
+            run.set_tags({"reason": "launch error"})
+            run.end("FAILED")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        except BaseException:
+            if job is not None:
+                job.cancel()
+            run.set_tags({"reason": "interrupted"})
+            run.end("FAILED")
+            trial.set_user_attr("reason", "interrupted: the driver was stopped")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        self._finish(study, trial, run, outcome, job)
+
+    def _watch(self, trial: optuna.Trial, job: Job, run: RunRecorder, done: int,
+               plan: TrialPlan) -> tuple[bool, list[dict[str, Any]]]:
+        assert job.events_path is not None
+        tail = EventTail(job.events_path)
+        events: list[dict[str, Any]] = []
+        beat = time.time()
+        self.progress.update(done, trial.number, None, None,
+                             f"{plan.derived['world_size']} ranks × "
+                             f"{plan.config['intra_op_threads']} threads, batch "
+                             f"{plan.derived['global_batch']}")
+        while True:
+            finished = job.poll().finished
+            for event in tail.poll():
+                events.append(event)
+                if event.get("event") != "epoch":
+                    continue
+                run.log_epoch(event)
+                acc = event.get("val_accuracy")
+                self.progress.update(done, trial.number, int(event["epoch"]), acc)
+                if acc is None:
+                    continue
+                trial.report(intermediate_value(float(acc)), int(event["epoch"]))
+                if not finished and trial.should_prune():
+                    job.cancel()
+                    return True, events + tail.poll()
+            if finished:
+                return False, events
+            if time.time() - beat > HEARTBEAT_S:
+                trial.set_user_attr("heartbeat", time.time())
+                beat = time.time()
+            time.sleep(0.5)
+
+    def _finish(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
+                outcome: TrialOutcome, job: Job | None) -> None:
+        final: dict[str, float | None] = {"tta_s": outcome.tta_s, "startup_s": outcome.startup_s,
+                 "tta_wall_s": outcome.tta_wall_s, "best_val_accuracy": outcome.best_val_accuracy,
+                 "node_hours": outcome.node_hours, "wall_s": outcome.wall_s,
+                 "epochs": outcome.epochs}
+        run.log_metrics(final)
+        run.set_tags({"reason": outcome.reason})
+        for key, value in {**final, "state": outcome.state, "reason": outcome.reason}.items():
+            trial.set_user_attr(key, value)
+        if job is not None:
+            tail = job.log_tail(60)
+            run.log_text(tail, "log_tail.txt")
+            if outcome.state not in ("COMPLETED", "PRUNED"):
+                trial.set_user_attr("log_tail", tail[-2000:])
+            run.log_files([job.log_path.parent / "argv.txt", job.log_path.parent / "config.yaml"])
+            if job.events_path is not None:
+                run.log_files([job.events_path])
+        run.end(outcome.state)
+        state = _TELL_STATE.get(outcome.state, optuna.trial.TrialState.FAIL)
+        if state is optuna.trial.TrialState.COMPLETE:
+            values = objective_values(outcome, objective=self.s.objective,
+                                      multi_objective=self.s.multi_objective)
+            study.tell(trial, values)
+        else:
+            study.tell(trial, state=state)
+        tta = "-" if outcome.tta_s is None else f"{outcome.tta_s:.1f}s"
+        self.log(f"trial {trial.number}: {outcome.state} ({outcome.reason}) TTA {tta}, best "
+                 f"val acc {outcome.best_val_accuracy:.3f}, {outcome.epochs} epochs, "
+                 f"wall {outcome.wall_s:.0f}s")
+        if outcome.state == "FAILED" and job is not None:
+            self.log("  log tail:\n    " + "\n    ".join(job.log_tail(8).splitlines()))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed, feasible trial (lowest TTA on the Pareto front when multi-objective)."""
+    try:
+        if len(study.directions) == 1:
+            return study.best_trial
+        front = study.best_trials
+    except ValueError:
+        return None
+    return min(front, key=lambda t: t.values[0]) if front else None
+
+
+__all__ += ["best_trial", "make_pruner", "make_sampler"]

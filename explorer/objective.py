@@ -1,0 +1,79 @@
+"""The study's objective: time-to-accuracy (DESIGN.md §3), with a rule for trials that miss.
+
+The value Optuna minimises for a finished trial is
+
+* ``tta_s`` (or ``tta_wall_s = startup_s + tta_s`` with ``--objective tta_wall_s``) when the job
+  reached the target accuracy;
+* ``MISS_BASE × (2 − best_val_accuracy)`` when it did not: at least ``MISS_BASE`` = 10⁶ s
+  (11.6 days, far above any trial timeout), so every miss ranks after every hit, and among misses
+  the more accurate one ranks first (a miss at 0.6 scores 1.4·10⁶, one at 0.3 scores 1.7·10⁶).
+* An infeasible sample is never launched; it gets ``INFEASIBLE_VALUE`` = 3·10⁶ (worse than any
+  miss) plus positive Optuna constraint values, so samplers treat it as infeasible and
+  ``study.best_trial`` never returns it.
+
+With ``--multi-objective`` the second objective is node-hours (nodes × job wall seconds / 3600).
+
+Intermediate values reported to the pruner are the validation *error* ``1 − val_accuracy`` at
+step = epoch, so they point the same way as the minimised objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["INFEASIBLE_VALUE", "MISS_BASE", "TrialOutcome", "intermediate_value",
+           "objective_values"]
+
+MISS_BASE = 1.0e6
+INFEASIBLE_VALUE = 3.0e6
+OBJECTIVES = ("tta_s", "tta_wall_s")
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What one finished job achieved, read from its events and its process state."""
+
+    state: str  # a JobState value, or PRUNED / INFEASIBLE
+    reason: str
+    tta_s: float | None = None
+    startup_s: float | None = None
+    best_val_accuracy: float = 0.0
+    epochs: int = 0
+    wall_s: float = 0.0
+    nodes: int = 1
+
+    @property
+    def reached(self) -> bool:
+        return self.tta_s is not None
+
+    @property
+    def tta_wall_s(self) -> float | None:
+        if self.tta_s is None:
+            return None
+        return self.tta_s + (self.startup_s or 0.0)
+
+    @property
+    def node_hours(self) -> float:
+        return self.nodes * self.wall_s / 3600.0
+
+
+def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
+                     multi_objective: bool = False) -> list[float]:
+    """Return the value(s) Optuna records for a finished (completed) trial."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective=}")
+    if outcome.state == "INFEASIBLE":
+        first = INFEASIBLE_VALUE
+    elif outcome.reached:
+        tta = outcome.tta_s if objective == "tta_s" else outcome.tta_wall_s
+        first = float(tta or 0.0)
+    else:
+        first = MISS_BASE * (2.0 - max(0.0, min(1.0, outcome.best_val_accuracy)))
+    if not multi_objective:
+        return [first]
+    return [first, outcome.node_hours if outcome.state != "INFEASIBLE" else INFEASIBLE_VALUE]
+
+
+def intermediate_value(val_accuracy: float) -> float:
+    """The value reported to the pruner after an epoch: validation error."""
+    return 1.0 - val_accuracy

@@ -11,14 +11,14 @@ from typing import Any
 
 from explorer.errors import ConfigError
 
-__all__ = ["add_commands"]
+__all__ = ["absolute_sqlite", "add_commands", "quiet_libraries"]
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-def _absolute_sqlite(url: str) -> str:
+def absolute_sqlite(url: str) -> str:
     """``sqlite:///rel.db`` → ``sqlite:////abs/rel.db`` so jobs, UI and export agree on the file."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
@@ -79,7 +79,7 @@ def _launch(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or Path("runs") / args.study).resolve()
     settings = StudySettings(
         space=Path(args.space), data_root=data.resolve(), study=args.study,
-        storage=_absolute_sqlite(args.storage), tracking_uri=_absolute_sqlite(args.tracking_uri),
+        storage=absolute_sqlite(args.storage), tracking_uri=absolute_sqlite(args.tracking_uri),
         workdir=workdir, hosts=_hosts(args), trials=args.trials, timeout_s=args.timeout,
         trial_timeout_s=args.trial_timeout, target_accuracy=args.target_accuracy,
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, objective=args.objective,
@@ -113,7 +113,7 @@ def _launch(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from explorer import export
 
-    study = export.load_study(args.study, _absolute_sqlite(args.storage))
+    study = export.load_study(args.study, absolute_sqlite(args.storage))
     out = Path(args.out) if args.out else None
     if args.format == "yaml":
         text = export.render_yaml(study)
@@ -140,7 +140,7 @@ def _export(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from explorer import export
 
-    study = export.load_study(args.study, _absolute_sqlite(args.storage))
+    study = export.load_study(args.study, absolute_sqlite(args.storage))
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
     for t in study.get_trials(deepcopy=False):
         value = "-" if t.values is None else f"{t.values[0]:.4g}"

@@ -35,8 +35,10 @@ from search_spaces.space import SearchSpace, load_space
 __all__ = ["StudyDriver", "StudySettings", "outcome_from_events"]
 
 HEARTBEAT_S = 15.0
+# Infeasible samples are told PRUNED (with positive constraint values): never launched, they must
+# not count as completed trials for pruners' start-up counts, nor ever be the best trial.
 _TELL_STATE = {"COMPLETED": optuna.trial.TrialState.COMPLETE,
-               "INFEASIBLE": optuna.trial.TrialState.COMPLETE,
+               "INFEASIBLE": optuna.trial.TrialState.PRUNED,
                "PRUNED": optuna.trial.TrialState.PRUNED}
 
 
@@ -63,6 +65,7 @@ class StudySettings:
     retry_stale: bool = True
     stale_after_s: float = 300.0
     prepare_timeout_s: float = 6 * 3600.0
+    max_infeasible_in_a_row: int = 50
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -87,7 +90,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, int(max_epochs)))
     if name == "none":
@@ -195,8 +198,11 @@ class StudyDriver:
         return study
 
     def _counted(self, study: optuna.Study) -> int:
+        """Trials that count toward ``--trials``: launched and finished (infeasible samples and
+        trials orphaned by a killed driver are recorded but do not use up the budget)."""
         return sum(1 for t in study.get_trials(deepcopy=False)
-                   if t.state.is_finished() and not t.user_attrs.get("stale"))
+                   if t.state.is_finished() and not t.user_attrs.get("stale")
+                   and t.user_attrs.get("state") != "INFEASIBLE")
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> optuna.Study:
@@ -230,12 +236,19 @@ class StudyDriver:
         self.progress.total = self.s.trials
         self._show_best(study)
         started = time.time()
+        infeasible_run = 0
         try:
             while self._counted(study) < self.s.trials:
                 if self.s.timeout_s is not None and time.time() - started > self.s.timeout_s:
                     self.log(f"study timeout ({self.s.timeout_s:g}s) reached")
                     break
-                self._run_trial(study, tracker, parent, n_train)
+                reason = self._run_trial(study, tracker, parent, n_train)
+                infeasible_run = infeasible_run + 1 if reason else 0
+                if infeasible_run >= self.s.max_infeasible_in_a_row:
+                    raise ConfigError(
+                        f"{infeasible_run} samples in a row were infeasible on "
+                        f"{len(self.s.hosts)} host(s) with {self.s.hosts[0].cores} cores; the last: "
+                        f"{reason}. Narrow the layout dimensions of {self.s.space}")
                 self._show_best(study, parent)
         except BaseException:
             parent.end("CANCELLED")
@@ -258,7 +271,8 @@ class StudyDriver:
                                step=best.number)
 
     def _run_trial(self, study: optuna.Study, tracker: Tracker, parent: RunRecorder,
-                   n_train: int) -> None:
+                   n_train: int) -> str | None:
+        """Run one trial; return the infeasibility reason when it was not launched."""
         trial = study.ask()
         number = trial.number
         done = self._counted(study)
@@ -285,7 +299,7 @@ class StudyDriver:
         if not plan.feasible:
             outcome = TrialOutcome("INFEASIBLE", plan.reason)
             self._finish(study, trial, run, outcome, None)
-            return
+            return plan.reason
         workdir = self.s.workdir / f"trial-{number:04d}"
         workdir.mkdir(parents=True, exist_ok=True)
         config_path = workdir / "config.yaml"
@@ -315,6 +329,7 @@ class StudyDriver:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         self._finish(study, trial, run, outcome, job)
+        return None
 
     def _watch(self, trial: optuna.Trial, job: Job, run: RunRecorder, done: int,
                plan: TrialPlan) -> tuple[bool, list[dict[str, Any]]]:

@@ -106,6 +106,7 @@ def render_mpirun(study: optuna.Study, config_path: Path) -> str:
                              is_root=os.geteuid() == 0)
     lines = ["#!/bin/sh", *(f"# {line}" for line in _header(study, best)),
              *(f"export {k}={shlex.quote(v)}" for k, v in sorted(_thread_env(res).items())),
+             "MCNN_LAUNCH_TIME=$(date +%s.%N); export MCNN_LAUNCH_TIME  # start-up clock",
              "exec " + shlex.join(argv)]
     recorded = best.user_attrs.get("argv")
     if recorded:

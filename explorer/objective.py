@@ -7,9 +7,9 @@ The value Optuna minimises for a finished trial is
 * ``MISS_BASE × (2 − best_val_accuracy)`` when it did not: at least ``MISS_BASE`` = 10⁶ s
   (11.6 days, far above any trial timeout), so every miss ranks after every hit, and among misses
   the more accurate one ranks first (a miss at 0.6 scores 1.4·10⁶, one at 0.3 scores 1.7·10⁶).
-* An infeasible sample is never launched; it gets ``INFEASIBLE_VALUE`` = 3·10⁶ (worse than any
-  miss) plus positive Optuna constraint values, so samplers treat it as infeasible and
-  ``study.best_trial`` never returns it.
+* An infeasible sample is never launched: it is told PRUNED (so pruners' start-up counts and
+  ``study.best_trial`` ignore it) with positive Optuna constraint values (``Trial.set_constraint``),
+  which TPE ranks below every feasible trial, so the sampler learns to avoid it.
 
 With ``--multi-objective`` the second objective is node-hours (nodes × job wall seconds / 3600).
 
@@ -25,7 +25,7 @@ __all__ = ["INFEASIBLE_VALUE", "MISS_BASE", "TrialOutcome", "intermediate_value"
            "objective_values"]
 
 MISS_BASE = 1.0e6
-INFEASIBLE_VALUE = 3.0e6
+INFEASIBLE_VALUE = 3.0e6  # only for callers that need a number for an infeasible sample
 OBJECTIVES = ("tta_s", "tta_wall_s")
 
 

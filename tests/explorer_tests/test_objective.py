@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+
+from explorer.driver import outcome_from_events
+from explorer.objective import MISS_BASE, TrialOutcome, intermediate_value, objective_values
+from launchers.base import JobState
+
+
+def test_hits_rank_before_misses_and_misses_by_accuracy():
+    fast = TrialOutcome("COMPLETED", "target_reached", tta_s=30.0, best_val_accuracy=0.9)
+    slow = TrialOutcome("COMPLETED", "target_reached", tta_s=50_000.0, best_val_accuracy=0.91)
+    good_miss = TrialOutcome("COMPLETED", "max_epochs", best_val_accuracy=0.8)
+    bad_miss = TrialOutcome("COMPLETED", "max_epochs", best_val_accuracy=0.2)
+    ranked = sorted([bad_miss, slow, good_miss, fast], key=lambda o: objective_values(o)[0])
+    assert ranked == [fast, slow, good_miss, bad_miss]
+    assert objective_values(fast) == [30.0]
+    assert objective_values(good_miss)[0] == pytest.approx(MISS_BASE * 1.2)
+
+
+def test_wall_objective_adds_startup_and_multi_objective_adds_node_hours():
+    o = TrialOutcome("COMPLETED", "target_reached", tta_s=30.0, startup_s=5.0, wall_s=7200.0,
+                     nodes=2)
+    assert objective_values(o, objective="tta_wall_s") == [35.0]
+    assert objective_values(o, multi_objective=True) == [30.0, 4.0]
+    with pytest.raises(ValueError, match="objective"):
+        objective_values(o, objective="speed")
+
+
+def test_intermediate_value_is_the_validation_error():
+    assert intermediate_value(0.75) == pytest.approx(0.25)
+
+
+def _events(*accs, done=None, failed=None):
+    ev = [{"event": "start", "startup_s": 2.0}]
+    ev += [{"event": "epoch", "epoch": i + 1, "val_accuracy": a} for i, a in enumerate(accs)]
+    if done:
+        ev.append({"event": "done", **done})
+    if failed:
+        ev.append({"event": "failed", **failed})
+    return ev
+
+
+def test_outcome_of_a_completed_job():
+    ev = _events(0.3, 0.6, done={"reason": "target_reached", "tta_s": 12.5,
+                                 "best_val_accuracy": 0.6, "startup_s": 2.0})
+    o = outcome_from_events(ev, JobState.COMPLETED, 0, pruned=False, nodes=1, wall_s=20.0)
+    assert (o.state, o.reason, o.tta_s, o.tta_wall_s, o.epochs) == (
+        "COMPLETED", "target_reached", 12.5, 14.5, 2)
+
+
+@pytest.mark.parametrize(("state", "code", "extra", "want"), [
+    (JobState.TIMEOUT, None, {}, "timeout"),
+    (JobState.FAILED, 3, {"failed": {"reason": "nan_loss", "detail": "loss is nan at step 4"}},
+     "nan_loss: loss is nan at step 4"),
+    (JobState.FAILED, 137, {}, "failed (exit code 137)"),
+    (JobState.COMPLETED, 0, {}, "the job exited 0 without a done event"),
+])
+def test_outcome_of_a_failed_job_names_the_reason(state, code, extra, want):
+    o = outcome_from_events(_events(0.3, 0.4, **extra), state, code, pruned=False, nodes=1,
+                            wall_s=5.0)
+    assert o.state == "FAILED" and o.reason == want
+    assert o.best_val_accuracy == 0.4 and o.tta_s is None
+
+
+def test_outcome_of_a_pruned_job():
+    o = outcome_from_events(_events(0.1, 0.2), JobState.CANCELLED, -15, pruned=True, nodes=1,
+                            wall_s=5.0)
+    assert o.state == "PRUNED" and o.reason == "pruned after epoch 2"

@@ -1,0 +1,251 @@
+"""Real studies: Optuna (sqlite) + MLflow (sqlite, read back with MlflowClient) + mpirun -np 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+import explorer.driver as driver_mod
+from explorer.cli import main
+from explorer.driver import StudyDriver, StudySettings
+from explorer.mcnn.config import load_config
+from explorer.progress import ProgressLine
+from launchers import MpirunLauncher, detect_local, session_pids
+from tests.conftest import requires_mpi
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
+
+REPO = Path(__file__).resolve().parents[2]
+SPACE = """
+name: two-rank
+base:
+  max_epochs: {epochs}
+  data: {{image_size: [64, 80], normalize: standardize}}
+  schedule: {{warmup_epochs: 0.5}}
+dimensions:
+  peak_lr: {{float: [0.01, 0.03], log: true}}
+  per_worker_batch: {{choices: [8]}}
+  ranks_per_node: {{choices: [2]}}
+  threads_per_rank: {{choices: [1]}}
+  binding: {{choices: [none, core]}}
+constraints: {{min_updates_per_epoch: 2, max_global_batch: 64}}
+"""
+
+
+@pytest.fixture
+def study_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _space(tmp_path, epochs=3):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.format(epochs=epochs))
+    return path
+
+
+def _urls(tmp_path):
+    return f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _launch_argv(tmp_path, space, data, trials, study="s", *extra):
+    storage, tracking = _urls(tmp_path)
+    return ["study", "launch", "--space", str(space), "--data", str(data), "--study", study,
+            "--storage", storage, "--tracking-uri", tracking, "--trials", str(trials),
+            "--target-accuracy", "0.3", "--trial-timeout", "240", "--seed", "0",
+            "--workdir", str(tmp_path / "runs"), *extra]
+
+
+def _no_process_mentions(text: str) -> bool:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                return False
+    return True
+
+
+def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config(
+        study_env, synth_tree, capsys):
+    tmp = study_env
+    assert main(_launch_argv(tmp, _space(tmp), synth_tree, 3, "s", "--pruner", "none")) == 0
+    out = capsys.readouterr().out
+    assert "best: trial" in out and "mlflow ui --backend-store-uri" in out
+    assert "mcnn-explore study export --study s" in out
+
+    storage, tracking = _urls(tmp)
+    study = optuna.load_study(study_name="s", storage=storage)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == 3 and all(t.state.name == "COMPLETE" for t in finished)
+    for t in finished:
+        acc = t.user_attrs["best_val_accuracy"]
+        tta = t.user_attrs["tta_s"]
+        assert (t.value == tta) if tta is not None else (t.value == pytest.approx(1e6 * (2 - acc)))
+
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name("s")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("mcnn.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["study.trials"] == "3"
+    assert {c.info.run_id for c in children} >= {parent.data.tags["best_run_id"]}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study.yaml",
+                                                                         "space.yaml"}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["state"] == "COMPLETED"
+        assert {"peak_lr", "binding", "global_batch", "world_size", "piecewise",
+                "updates_per_epoch"} <= set(child.data.params)
+        assert child.data.params["world_size"] == "2"
+        assert child.data.params["global_batch"] == "16"
+        assert {"best_val_accuracy", "node_hours", "startup_s", "wall_s"} <= set(
+            child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        assert len(client.get_metric_history(child.info.run_id, "images_per_sec")) == len(history)
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {
+            "config.yaml", "argv.txt", "events.jsonl", "log_tail.txt"}
+
+    # export -> replay through the same launcher, recorded as one MLflow run
+    assert main(["study", "export", "--study", "s", "--storage", storage, "--format", "yaml",
+                 "--out", "best.yaml"]) == 0
+    cfg = load_config(tmp / "best.yaml")
+    assert cfg.layout is not None and cfg.layout.ranks_per_node == 2
+    capsys.readouterr()
+    assert main(["train", "--config", "best.yaml", "--tracking-uri", tracking,
+                 "--experiment", "replay", "--workdir", str(tmp / "replay")]) == 0
+    out = capsys.readouterr().out
+    assert "mpirun -np 2" in out and "done (" in out
+    replay = client.search_runs([client.get_experiment_by_name("replay").experiment_id])
+    assert len(replay) == 1 and replay[0].data.tags["state"] == "COMPLETED"
+    assert replay[0].data.params["world_size"] == "2"
+    assert "best_val_accuracy" in replay[0].data.metrics
+
+
+class _PruneAfterFirstEpoch(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return (trial.last_step or 0) >= 1
+
+
+def _settings(tmp, data, trials, **over):
+    storage, tracking = _urls(tmp)
+    kw = dict(space=_space(tmp, over.pop("epochs", 3)), data_root=data, study="s",
+              storage=storage, tracking_uri=tracking, workdir=tmp / "runs",
+              hosts=[detect_local()], trials=trials, target_accuracy=0.99, pruner="none")
+    kw.update(over)
+    return StudySettings(**kw)
+
+
+def _quiet():
+    return ProgressLine(1, stream=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def test_pruned_trial_leaves_no_process_behind(study_env, synth_tree, monkeypatch):
+    monkeypatch.setattr(driver_mod, "make_pruner", lambda name, epochs: _PruneAfterFirstEpoch())
+    study = StudyDriver(_settings(study_env, synth_tree, 1, epochs=30),
+                        MpirunLauncher(grace_s=3), progress=_quiet()).run()
+    (t,) = study.trials
+    assert t.state is optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["state"] == "PRUNED" and t.user_attrs["epochs"] < 30
+    assert session_pids(t.user_attrs["job"]["pid"]) == []
+    assert _no_process_mentions(t.user_attrs["job"]["workdir"])
+
+
+def test_trial_timeout_is_failed_with_reason_timeout(study_env, synth_tree):
+    settings = _settings(study_env, synth_tree, 1, trial_timeout_s=15.0,
+                         overrides={"fault": {"kind": "hang", "rank": 1, "at_step": 3}})
+    study = StudyDriver(settings, MpirunLauncher(grace_s=3), progress=_quiet()).run()
+    (t,) = study.trials
+    assert t.state is optuna.trial.TrialState.FAIL
+    assert t.user_attrs["reason"] == "timeout" and t.user_attrs["state"] == "FAILED"
+    assert t.user_attrs["wall_s"] < 60
+    assert session_pids(t.user_attrs["job"]["pid"]) == []
+    assert _no_process_mentions(t.user_attrs["job"]["workdir"])
+    child = MlflowClient(settings.tracking_uri).get_run(t.user_attrs["mlflow_run_id"])
+    assert child.info.status == "FAILED" and child.data.tags["reason"] == "timeout"
+
+
+def test_failing_trials_leave_the_study_intact(study_env, synth_tree, monkeypatch):
+    faults = iter([{"kind": "raise", "rank": 1, "at_step": 0}, {"kind": "nan", "at_step": 1}])
+    real = driver_mod.build_plan
+
+    def faulty_plan(*args, **kwargs):
+        fault = next(faults, None)
+        if fault is not None:
+            kwargs["overrides"] = {**kwargs.get("overrides", {}), "fault": fault}
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver_mod, "build_plan", faulty_plan)
+    settings = _settings(study_env, synth_tree, 3, target_accuracy=0.3, epochs=2)
+    study = StudyDriver(settings, MpirunLauncher(grace_s=3), progress=_quiet()).run()
+    t0, t1, t2 = study.trials
+    assert t0.state is t1.state is optuna.trial.TrialState.FAIL
+    assert "injected fault on rank 1" in t0.user_attrs["reason"]
+    assert t0.user_attrs["log_tail"]
+    assert t1.user_attrs["reason"].startswith("nan_loss")
+    assert t2.state is optuna.trial.TrialState.COMPLETE
+    client = MlflowClient(settings.tracking_uri)
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert [client.get_run(t.user_attrs["mlflow_run_id"]).info.status for t in (t0, t1, t2)] == [
+        "FAILED", "FAILED", "FINISHED"]
+
+
+def test_resume_after_sigkill_keeps_completed_trials(study_env, synth_tree):
+    tmp = study_env
+    storage, tracking = _urls(tmp)
+    argv = _launch_argv(tmp, _space(tmp, epochs=6), synth_tree, 2, "r", "--pruner", "none")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = tmp / "runs" / "trial-0001" / "events.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and driver.poll() is None:
+            if events.is_file() and '"epoch"' in events.read_text():
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, "the driver ended before trial 1 was running"
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    first = optuna.load_study(study_name="r", storage=storage).trials
+    assert first[0].state is optuna.trial.TrialState.COMPLETE
+    assert first[1].state is optuna.trial.TrialState.RUNNING
+    # the orphaned job got SIGTERM with its launcher (PR_SET_PDEATHSIG): no rank survives
+    workdir = str(tmp / "runs" / "trial-0001")
+    deadline = time.time() + 30
+    while not _no_process_mentions(workdir) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _no_process_mentions(workdir)
+
+    assert main(argv) == 0
+    trials = optuna.load_study(study_name="r", storage=storage).trials
+    assert trials[0].state is optuna.trial.TrialState.COMPLETE
+    assert trials[0].values == first[0].values
+    assert trials[1].state is optuna.trial.TrialState.FAIL
+    assert trials[1].user_attrs["stale"] and "is gone" in trials[1].user_attrs["reason"]
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == first[1].params
+    assert trials[2].state.is_finished() and len(trials) == 3
+    client = MlflowClient(tracking)
+    assert client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FAILED"
+    parent = [r for r in client.search_runs([client.get_experiment_by_name("r").experiment_id])
+              if r.data.tags.get("mcnn.role") == "study"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"

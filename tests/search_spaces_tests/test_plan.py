@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from explorer.errors import ConfigError
+from explorer.mcnn.config import config_from_dict
+from explorer.mcnn.schedule import parse_piecewise
+from launchers.hosts import HostInfo
+from search_spaces.plan import build_plan, render_schedule, sample_params
+from search_spaces.space import load_space
+
+SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
+TWO_CORES = [HostInfo("localhost", 2)]
+
+
+def test_schedule_family_renders_a_piecewise_string():
+    text = render_schedule({"peak_lr": 0.032, "first_decay_epoch": 5, "decay_every_epochs": 5,
+                            "decay_phases": 3, "decay_factor": 0.1}, max_epochs=20)
+    assert text == "0.032;5;0.0032;10;0.00032;15;3.2e-05"
+    assert parse_piecewise(text).boundaries == (5.0, 10.0, 15.0)
+
+
+def test_schedule_boundaries_past_the_run_are_dropped():
+    text = render_schedule({"peak_lr": 0.01, "first_decay_epoch": 4, "decay_every_epochs": 4,
+                            "decay_phases": 4, "decay_factor": 0.5}, max_epochs=10)
+    assert parse_piecewise(text).boundaries == (4.0, 8.0)
+
+
+def test_no_schedule_dimension_keeps_the_base_schedule():
+    assert render_schedule({"per_worker_batch": 8}, max_epochs=10) is None
+
+
+def _params(**over):
+    params = {"peak_lr": 0.02, "warmup_epochs": 0.5, "first_decay_epoch": 5.0,
+              "decay_factor": 0.2, "per_worker_batch": 8, "ranks_per_node": 2,
+              "threads_per_rank": 1, "binding": "core"}
+    params.update(over)
+    return params
+
+
+def test_plan_builds_a_valid_config_resources_and_derived_values(tmp_path):
+    space = load_space(SHIPPED / "tiny.yaml")
+    plan = build_plan(space, _params(), data_root=tmp_path, n_train=160, hosts=TWO_CORES)
+    assert plan.feasible and plan.reason == ""
+    cfg = config_from_dict(plan.config)
+    assert cfg.per_worker_batch == 8 and cfg.intra_op_threads == 1
+    assert cfg.schedule.warmup_epochs == 0.5
+    assert cfg.schedule.piecewise == plan.derived["piecewise"] == "0.02;5;0.004;7.5;0.0008"
+    assert cfg.layout is not None and cfg.layout.ranks_per_node == 2
+    assert plan.derived == {"global_batch": 16, "world_size": 2, "nodes": 1,
+                            "updates_per_epoch": 10, "piecewise": "0.02;5;0.004;7.5;0.0008",
+                            "lr_scale": 1.0, "hosts": "localhost"}
+    assert plan.resources is not None
+    assert plan.resources.world_size == 2 and plan.resources.binding == "core"
+    assert plan.resources.env["OMP_NUM_THREADS"] == "1"
+
+
+@pytest.mark.parametrize(("over", "n_train", "key", "text"), [
+    ({"ranks_per_node": 2, "threads_per_rank": 2}, 160, "cores", "2×2 = 4 > 2 cores"),
+    ({"per_worker_batch": 16}, 100, "updates_per_epoch", "100 images // global batch 32 = 3 < "
+                                                         "minimum 4"),
+    ({"per_worker_batch": 64}, 10_000, "global_batch", "global batch = 64×2 = 128 > cap 64"),
+])
+def test_each_feasibility_rule_names_its_numbers(tmp_path, over, n_train, key, text):
+    space = load_space(SHIPPED / "tiny.yaml")
+    plan = build_plan(space, _params(**over), data_root=tmp_path, n_train=n_train,
+                      hosts=TWO_CORES)
+    assert not plan.feasible
+    assert plan.constraints[key] > 0
+    assert [k for k, v in plan.constraints.items() if v > 0] == [key]
+    assert text in plan.reason
+
+
+def test_more_nodes_than_hosts_is_infeasible_and_has_no_resources(tmp_path):
+    space = load_space(SHIPPED / "seed_bbbc021.yaml")
+    plan = build_plan(space, {"nodes": 3, "ranks_per_node": 1, "threads_per_rank": 1,
+                              "per_worker_batch": 4}, data_root=tmp_path, n_train=100_000,
+                      hosts=[HostInfo("n1", 8), HostInfo("n2", 8)])
+    assert plan.constraints["hosts"] == 1 and plan.resources is None
+    assert "nodes = 3 > 2 available hosts" in plan.reason
+
+
+def test_thread_env_and_linear_scaling(tmp_path):
+    space = load_space(SHIPPED / "seed_bbbc021.yaml")
+    params = {"nodes": 2, "ranks_per_node": 2, "threads_per_rank": 4, "per_worker_batch": 32,
+              "linear_scaling": True, "kmp_blocktime": 0, "kmp_affinity": "disabled",
+              "inter_op_threads": 2, "precision": "mixed_bfloat16"}
+    plan = build_plan(space, params, data_root=tmp_path, n_train=100_000,
+                      hosts=[HostInfo("n1", 8), HostInfo("n2", 8), HostInfo("n3", 8)])
+    assert plan.feasible, plan.reason
+    assert plan.resources is not None and plan.resources.hosts == ("n1", "n2")
+    assert dict(plan.resources.env) == {"OMP_NUM_THREADS": "4", "KMP_BLOCKTIME": "0",
+                                        "KMP_AFFINITY": "disabled"}
+    assert plan.derived["global_batch"] == 128 and plan.derived["lr_scale"] == 0.5
+    assert plan.config["precision"] == "mixed_bfloat16" and plan.config["inter_op_threads"] == 2
+
+
+def test_overrides_win_and_a_bad_base_is_a_config_error(tmp_path):
+    space = load_space(SHIPPED / "tiny.yaml")
+    plan = build_plan(space, _params(), data_root=tmp_path, n_train=160, hosts=TWO_CORES,
+                      overrides={"target_accuracy": 0.7, "max_epochs": 3})
+    assert plan.config["target_accuracy"] == 0.7 and plan.config["max_epochs"] == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: {per_worker_batch: -1}\ndimensions: {peak_lr: {float: [0.01, 0.1]}}\n")
+    with pytest.raises(ConfigError, match="per_worker_batch"):
+        build_plan(load_space(bad), {"peak_lr": 0.02}, data_root=tmp_path, n_train=100,
+                   hosts=TWO_CORES)
+
+
+def test_sample_params_asks_optuna_for_every_dimension():
+    space = load_space(SHIPPED / "seed_bbbc021.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    trial = study.ask()
+    params = sample_params(space, trial)
+    assert set(params) == set(space.dimensions)
+    assert 0.004 <= params["peak_lr"] <= 0.064
+    assert params["binding"] in ("none", "core", "socket")
+    assert isinstance(params["nodes"], int)

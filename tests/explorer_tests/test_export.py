@@ -92,5 +92,5 @@ def test_export_errors_are_clear(tmp_path, capsys):
     assert main(["study", "export", "--study", "other", "--storage", url]) == 2
     assert "no study named 'other'" in capsys.readouterr().err
     study.add_trial(_trial(tmp_path, None, None, state="FAIL"))
-    with pytest.raises(ConfigError, match="no completed feasible trial.*1 FAIL"):
+    with pytest.raises(ConfigError, match=r"no completed feasible trial.*1 FAIL"):
         export.render_yaml(export.load_study("empty", url))

@@ -71,7 +71,7 @@ def test_recover_marks_failed_and_requeues_once(tmp_path):
 def test_kill_leftovers_only_kills_the_trials_own_session(tmp_path):
     workdir = tmp_path / "trial-0007"
     workdir.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",  # noqa: S603
                              str(workdir / "events.jsonl")], start_new_session=True)
     try:
         assert kill_leftovers({"pid": proc.pid, "workdir": str(tmp_path / "other")}) == 0

@@ -152,7 +152,7 @@ def _settings(tmp, data, trials, **over):
 
 
 def _quiet():
-    return ProgressLine(1, stream=open(os.devnull, "w"))  # noqa: SIM115
+    return ProgressLine(1, stream=open(os.devnull, "w"))
 
 
 def test_pruned_trial_leaves_no_process_behind(study_env, synth_tree, monkeypatch):
@@ -211,7 +211,7 @@ def test_resume_after_sigkill_keeps_completed_trials(study_env, synth_tree):
     storage, tracking = _urls(tmp)
     argv = _launch_argv(tmp, _space(tmp, epochs=6), synth_tree, 2, "r", "--pruner", "none")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,
+    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,  # noqa: S603
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     events = tmp / "runs" / "trial-0001" / "events.jsonl"
     deadline = time.time() + 300

@@ -94,3 +94,20 @@ def test_export_errors_are_clear(tmp_path, capsys):
     study.add_trial(_trial(tmp_path, None, None, state="FAIL"))
     with pytest.raises(ConfigError, match=r"no completed feasible trial.*1 FAIL"):
         export.render_yaml(export.load_study("empty", url))
+
+
+def test_multi_objective_export_takes_the_fastest_pareto_trial(tmp_path):
+    from explorer.driver import best_trial
+
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    study = optuna.create_study(study_name="mo", storage=url, directions=["minimize"] * 2)
+    for tta, node_hours in [(30.0, 0.02), (20.0, 0.05), (40.0, 0.06)]:  # the last is dominated
+        t = _trial(tmp_path, tta, tta)
+        study.add_trial(optuna.trial.create_trial(
+            state=t.state, values=[tta, node_hours], params=t.params,
+            distributions=t.distributions, user_attrs=t.user_attrs))
+    assert {t.number for t in study.best_trials} == {0, 1}
+    best = best_trial(study)
+    assert best is not None and best.number == 1
+    assert export.render_yaml(export.load_study("mo", url)).startswith(
+        "# best trial 1 of study 'mo': TTA 20.0s")

@@ -291,7 +291,7 @@ class StudyDriver:
                                  "driver": driver_identity(), "heartbeat": time.time()}
         for name, attr in attrs.items():
             trial.set_user_attr(name, attr)
-        run = tracker.child(parent.run_id, f"trial-{number:04d}",
+        run = tracker.child(parent.run_id, run_name(number, plan),
                             {"optuna.trial": number, "mcnn.study": self.s.study})
         trial.set_user_attr("mlflow_run_id", run.run_id)
         run.log_params({**plan.params, **plan.derived})
@@ -397,6 +397,17 @@ class StudyDriver:
             self.log("  log tail:\n    " + "\n    ".join(job.log_tail(8).splitlines()))
 
 
+def run_name(number: int, plan: TrialPlan) -> str:
+    """A run name that reads well in the MLflow UI: ``trial-007 np=2x1 bs=16 lr=0.008;2;…``."""
+    layout = plan.config.get("layout") or {}
+    lr = str(plan.derived.get("piecewise", ""))
+    lr = lr if len(lr) <= 24 else lr[:23] + "…"
+    nodes = plan.derived.get("nodes", 1)
+    where = f"{nodes}n×" if nodes != 1 else ""
+    return (f"trial-{number:03d} np={where}{layout.get('ranks_per_node', 1)}x"
+            f"{layout.get('threads_per_rank', 1)} bs={plan.derived.get('global_batch')} lr={lr}")
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best completed, feasible trial (lowest TTA on the Pareto front when multi-objective)."""
     try:
@@ -408,4 +419,4 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return min(front, key=lambda t: t.values[0]) if front else None
 
 
-__all__ += ["best_trial", "make_pruner", "make_sampler"]
+__all__ += ["best_trial", "make_pruner", "make_sampler", "run_name"]

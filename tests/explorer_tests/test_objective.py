@@ -67,3 +67,18 @@ def test_outcome_of_a_pruned_job():
     o = outcome_from_events(_events(0.1, 0.2), JobState.CANCELLED, -15, pruned=True, nodes=1,
                             wall_s=5.0)
     assert o.state == "PRUNED" and o.reason == "pruned after epoch 2"
+
+
+def test_run_names_read_well_in_the_mlflow_ui(tmp_path):
+    from pathlib import Path
+
+    from explorer.driver import run_name
+    from launchers.hosts import HostInfo
+    from search_spaces.plan import build_plan
+    from search_spaces.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[2] / "search_spaces" / "seed_bbbc021.yaml")
+    plan = build_plan(space, {"peak_lr": 0.008, "first_decay_epoch": 2, "decay_phases": 4,
+                              "ranks_per_node": 2, "per_worker_batch": 8},
+                      data_root=tmp_path, n_train=1000, hosts=[HostInfo("localhost", 2)])
+    assert run_name(7, plan) == "trial-007 np=2x1 bs=16 lr=0.008;2;0.0008;7;8e-05;…"

@@ -114,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find the fastest way to train M-CNN on BBBC021 with Optuna, Horovod, MLflow.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from explorer import cli_study, cli_train, demo
+    from explorer import cli_review, cli_study, cli_train, demo
 
-    for add in [*COMMANDS, cli_train.add_commands, cli_study.add_commands, demo.add_commands]:
+    for add in [*COMMANDS, cli_train.add_commands, cli_study.add_commands,
+                cli_review.add_commands, demo.add_commands]:
         add(sub)
     return parser
 

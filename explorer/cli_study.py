@@ -104,10 +104,30 @@ def _launch(args: argparse.Namespace) -> int:
         derived = best.user_attrs.get("derived", {})
         print(f"  -> global batch {derived.get('global_batch')}, world size "
               f"{derived.get('world_size')}, schedule {derived.get('piecewise')}")
-    print(f"MLflow UI:  {ui_command(settings.tracking_uri)}")
+    report = _write_report(study, settings)
+    if report is not None:
+        print(f"report:     {report}")
+    print(f"MLflow UI:  mcnn-explore ui --tracking-uri {settings.tracking_uri} --study "
+          f"{args.study}")
+    print(f"            (or: {ui_command(settings.tracking_uri)})")
     print(f"export:     mcnn-explore study export --study {args.study} --storage "
           f"{settings.storage} --format yaml --out best.yaml")
     return 0
+
+
+def _write_report(study: Any, settings: Any) -> Path | None:
+    """The study's HTML report in its run folder, logged on the parent run; never fatal."""
+    from mlflow.tracking import MlflowClient
+
+    from dashboards import write_report
+
+    try:
+        client = MlflowClient(tracking_uri=settings.tracking_uri)
+        return write_report(study, settings.workdir / "report.html", client,
+                            parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
+    except Exception as exc:  # the study's results are safe in Optuna/MLflow already
+        print(f"warning: could not write the report: {exc}", file=sys.stderr)
+        return None
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -195,6 +195,11 @@ class StudyDriver:
         study.set_user_attr("space", str(self.s.space))
         study.set_user_attr("space_name", self.space.name)
         study.set_user_attr("objective", self.s.objective)
+        study.set_user_attr("target_accuracy", self.base["target_accuracy"])
+        study.set_user_attr("data_root", str(self.s.data_root))
+        split = (self.base.get("data") or {}).get("split") or {}
+        study.set_user_attr("split", split.get("protocol", "random"))
+        study.set_user_attr("tracking_uri", mask_url(self.s.tracking_uri))
         return study
 
     def _counted(self, study: optuna.Study) -> int:

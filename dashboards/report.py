@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
@@ -116,6 +117,10 @@ def render_report(study: Any, client: Any = None) -> str:
              f"<h1>Study {html.escape(rec.name)}</h1><div id='js-errors'></div>",
              "<h2>Summary</h2>", _table(study_rows), "<h2>Best trial</h2>", _table(best_rows)]
     for name, _data, fig in build_all(rec, study):
+        if not fig.data:  # e.g. no trial reached the target yet: say so instead of a blank plot
+            fig.add_trace(go.Scatter(x=[], y=[], showlegend=False))
+            fig.add_annotation(text="nothing to show yet", showarrow=False, x=0.5, y=0.5,
+                               xref="paper", yref="paper", font={"size": 16})
         fig.update_layout(height=460, template="plotly_white")
         div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"fig-{name}")
         parts.append(f"<div class='figure' data-figure='{name}'><p>{_CAPTIONS[name]}</p>"

@@ -58,7 +58,7 @@ def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -
     exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(study)
     if exp is None:
         raise ConfigError(f"no MLflow experiment named {study!r} in {tracking_uri}")
-    return f"{base}/#/experiments/{exp.experiment_id}"
+    return f"{base}/#/experiments/{exp.experiment_id}/runs"
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ ROLE_TAG = "mcnn.role"
 STUDY_TAG = "mcnn.study"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 _MLFLOW_STATUS = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "CANCELLED": "KILLED",
                   "INFEASIBLE": "FINISHED"}
 
@@ -125,6 +126,9 @@ class Tracker:
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
         self.experiment = experiment
+        # MLflow 3's UI opens GenAI (traces) pages unless told this is a model-training experiment
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                       "custom_model_development")
 
     def find_parent(self, study: str) -> str | None:
         runs = self.client.search_runs(

@@ -44,8 +44,14 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _venv_tool(name: str) -> str | None:
+    """``name`` beside this interpreter (the project venv), else on PATH."""
+    sibling = Path(sys.executable).with_name(name)
+    return str(sibling) if sibling.is_file() else shutil.which(name)
+
+
 def ui_argv(tracking_uri: str, host: str, port: int) -> list[str]:
-    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    mlflow = _venv_tool("mlflow") or "mlflow"
     return [mlflow, "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
 
 
@@ -61,6 +67,10 @@ def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -
     return f"{base}/#/experiments/{exp.experiment_id}/runs"
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _ui(args: argparse.Namespace) -> int:
     from explorer.cli_study import absolute_sqlite
 
@@ -68,16 +78,18 @@ def _ui(args: argparse.Namespace) -> int:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ConfigError(f"no MLflow store at {uri[len('sqlite:///'):]!r}; pass --tracking-uri")
     url = experiment_url(uri, args.host, args.port, args.study)
-    procs = [subprocess.Popen(ui_argv(uri, args.host, args.port))]  # noqa: S603 - argv list
-    print(f"MLflow UI: {url}", flush=True)
+    argvs = [ui_argv(uri, args.host, args.port)]
     if args.optuna_dashboard:
-        exe = shutil.which("optuna-dashboard")
+        exe = _venv_tool("optuna-dashboard")
         if exe is None:
             raise ConfigError("--optuna-dashboard needs the optuna-dashboard package "
                               "(pip install optuna-dashboard)")
-        storage = absolute_sqlite(args.storage)
-        procs.append(subprocess.Popen([exe, storage, "--host", args.host,  # noqa: S603
-                                       "--port", str(args.port + 1)]))
+        argvs.append([exe, absolute_sqlite(args.storage), "--host", args.host,
+                      "--port", str(args.port + 1)])
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain kill also stops the servers below
+    procs = [subprocess.Popen(argv) for argv in argvs]  # noqa: S603 - argv lists
+    print(f"MLflow UI: {url}", flush=True)
+    if args.optuna_dashboard:
         print(f"optuna-dashboard: http://{args.host}:{args.port + 1}", flush=True)
     try:
         while all(p.poll() is None for p in procs):

@@ -101,25 +101,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _get(url: str, deadline: float) -> bytes:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return bytes(r.read())
+        except OSError:
+            assert time.time() < deadline, f"{url} did not come up"
+            time.sleep(0.5)
+
+
 def test_mlflow_ui_lists_the_child_runs(finished_study):
-    tmp, _storage, tracking = finished_study
+    tmp, storage, tracking = finished_study
     port = _free_port()
+    while _free_port() == port + 1:
+        pass
     ui = subprocess.Popen(  # noqa: S603 - fixed argv
         [sys.executable, "-m", "explorer.cli", "ui", "--tracking-uri", tracking, "--port",
-         str(port), "--study", "tiny"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, start_new_session=True, cwd=REPO)
+         str(port), "--study", "tiny", "--optuna-dashboard", "--storage", storage],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        cwd=REPO)
     try:
         line = ui.stdout.readline() if ui.stdout else ""
         assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}/#/experiments/")
         url = line.split(": ", 1)[1].strip()
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                assert time.time() < deadline, "the MLflow UI did not come up"
-                time.sleep(0.5)
+        _get(f"http://127.0.0.1:{port}/health", time.time() + 90)
+        # optuna-dashboard on the same Optuna storage, one port up
+        studies = _get(f"http://127.0.0.1:{port + 1}/api/studies", time.time() + 60)
+        assert b'"study_name": "tiny"' in studies
         client = MlflowClient(tracking)
         names = sorted(r.info.run_name for r in client.search_runs(
             [client.get_experiment_by_name("tiny").experiment_id])

@@ -34,6 +34,7 @@ def chromium_path() -> str | None:
 
 class Browser:
     def __init__(self, profile: Path, width: int = 1400, height: int = 1000) -> None:
+        """Start Chromium on ``profile``, which must be a new (fresh) user-data-dir."""
         exe = chromium_path()
         if exe is None:
             raise RuntimeError("chromium is not installed (apt install chromium)")

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-test demo test lint clean
+.PHONY: setup setup-test demo test lint bench bench-quick clean
 setup:
 	bash scripts/setup.sh
 
@@ -18,12 +18,22 @@ demo: setup
 
 test: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m mypy explorer launchers search_spaces dashboards
+	$(PY) -m mypy explorer launchers search_spaces dashboards bench
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Benchmarks (not tests): BENCHMARKS.md records the full runs; CI runs the --quick smoke modes.
+BENCH_WORK ?= bench-work
+bench: setup
+	$(PY) -m bench.throughput --workdir $(BENCH_WORK)
+	$(PY) -m bench.overhead --workdir $(BENCH_WORK)
+
+bench-quick: setup
+	$(PY) -m bench.throughput --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.overhead --quick --workdir $(BENCH_WORK)
 
 lint: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m mypy explorer launchers search_spaces dashboards
+	$(PY) -m mypy explorer launchers search_spaces dashboards bench
 
 clean:
-	rm -rf demo runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo runs bench-work .pytest_cache .mypy_cache .ruff_cache

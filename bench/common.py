@@ -1,0 +1,91 @@
+"""Shared benchmark plumbing: machine facts, synthetic trees, running the real job, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["emit", "machine", "median_rate", "run_job", "synth_tree", "table"]
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def synth_tree(root: Path, size: tuple[int, int], images: int, moas: int) -> Path:
+    """A synthetic BBBC021-layout tree, written once and reused."""
+    from explorer.mcnn.synth import SynthOptions, synthesize
+
+    if not (root / "BBBC021_v1_image.csv").is_file():
+        synthesize(root, SynthOptions(size=size, images=images, moas=moas, seed=0))
+    return root
+
+
+def run_job(config: dict[str, Any], workdir: Path, *, ranks: int = 1, threads: int = 1,
+            binding: str = "none", mpi: bool = False, env: dict[str, str] | None = None,
+            timeout_s: float = 1800.0) -> tuple[list[dict[str, Any]], Any]:
+    """Run the real training job once; return its events and the finished Job."""
+    from explorer.mcnn.events import read_events
+    from launchers import LocalLauncher, MpirunLauncher, Resources
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    resources = Resources(ranks_per_node=ranks, threads_per_rank=threads, binding=binding,
+                          env=env or {}, timeout_s=timeout_s)
+    launcher = MpirunLauncher() if mpi else LocalLauncher()
+    job = launcher.launch(cfg_path.resolve(), resources, workdir=workdir)
+    job.wait(timeout_s + 60)
+    events = read_events(job.events_path) if job.events_path else []
+    if job.returncode != 0:
+        raise RuntimeError(f"benchmark job failed ({job.state.value}); log tail:\n"
+                           f"{job.log_tail(20)}")
+    return events, job
+
+
+def median_rate(events: Sequence[dict[str, Any]], skip_first: bool = True) -> float:
+    """Median training images/s over epochs (the first, with graph tracing, skipped)."""
+    rates = [float(e["images_per_sec"]) for e in events if e.get("event") == "epoch"]
+    if skip_first and len(rates) > 1:
+        rates = rates[1:]
+    if not rates:
+        raise RuntimeError("the job reported no epoch")
+    return statistics.median(rates)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def emit(name: str, data: dict[str, Any]) -> None:
+    """The machine-readable result: one JSON line, prefixed so it can be grepped."""
+    print("BENCH_JSON " + json.dumps({"bench": name, **data}, sort_keys=True), flush=True)

@@ -97,6 +97,8 @@ def _launch(args: argparse.Namespace) -> int:
     else:
         tta = best.user_attrs.get("tta_s")
         what = f"TTA {tta:.1f}s" if tta is not None else "target not reached"
+        if args.objective == "images_per_sec":
+            what = f"{best.values[0]:.1f} images/s (steady state)"
         print(f"best: trial {best.number}, {what}, best val accuracy "
               f"{best.user_attrs.get('best_val_accuracy', 0.0):.3f}")
         for key, value in sorted(best.params.items()):
@@ -193,8 +195,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--sampler", choices=("tpe", "gp", "random"), default="tpe")
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
     p.add_argument("--seed", type=int, help="sampler seed")
-    p.add_argument("--objective", choices=("tta_s", "tta_wall_s"), default="tta_s",
-                   help="tta_s (MLPerf-style, default) or tta_wall_s (adds start-up)")
+    p.add_argument("--objective", choices=("tta_s", "tta_wall_s", "images_per_sec"),
+                   default="tta_s", help="tta_s (MLPerf-style, default), tta_wall_s (adds "
+                   "start-up) or images_per_sec (a layout study: steady-state throughput, "
+                   "no evaluation)")
     p.add_argument("--multi-objective", action="store_true",
                    help="minimise TTA and node-hours together (a Pareto front)")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")

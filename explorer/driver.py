@@ -23,7 +23,13 @@ import yaml
 
 from explorer.errors import ConfigError, DataError, LaunchError
 from explorer.mcnn.events import EventTail
-from explorer.objective import TrialOutcome, intermediate_value, objective_values
+from explorer.objective import (
+    TrialOutcome,
+    direction,
+    intermediate_value,
+    objective_values,
+    steady_images_per_sec,
+)
 from explorer.progress import ProgressLine
 from explorer.stale import driver_identity, recover_stale
 from explorer.tracking import RunRecorder, Tracker, mask_url
@@ -107,12 +113,15 @@ def outcome_from_events(events: list[dict[str, Any]], state: JobState, returncod
     accs = [e["val_accuracy"] for e in events
             if e.get("event") == "epoch" and e.get("val_accuracy") is not None]
     epochs = sum(1 for e in events if e.get("event") == "epoch")
+    rate = steady_images_per_sec([float(e["images_per_sec"]) for e in events
+                                  if e.get("event") == "epoch" and "images_per_sec" in e])
     best = float(done["best_val_accuracy"]) if done else max(accs, default=0.0)
     startup = (done or start or {}).get("startup_s")
 
     def outcome(kind: str, reason: str, tta_s: float | None = None) -> TrialOutcome:
         return TrialOutcome(kind, reason, tta_s=tta_s, startup_s=startup,
-                            best_val_accuracy=best, epochs=epochs, wall_s=wall_s, nodes=nodes)
+                            best_val_accuracy=best, epochs=epochs, wall_s=wall_s, nodes=nodes,
+                            images_per_sec=rate)
 
     if pruned:
         return outcome("PRUNED", f"pruned after epoch {epochs}")
@@ -141,11 +150,18 @@ class StudyDriver:
         self.progress = progress or ProgressLine(settings.trials)
         self.log = log or self.progress.message
         self.overrides = dict(settings.overrides)
-        if settings.target_accuracy is not None:
+        self.throughput = settings.objective == "images_per_sec"
+        if self.throughput:
+            if settings.multi_objective:
+                raise ConfigError("--objective images_per_sec is single-objective; drop "
+                                  "--multi-objective")
+            # a layout study: warm-up then timed epochs, no evaluation, no target
+            self.overrides.update({"eval": False, "target_accuracy": None})
+        elif settings.target_accuracy is not None:
             self.overrides["target_accuracy"] = settings.target_accuracy
         base = deep_merge(self.space.base, {"data": {"root": str(settings.data_root)}})
         merged = deep_merge(base, self.overrides)
-        if merged.get("target_accuracy") is None:
+        if merged.get("target_accuracy") is None and not self.throughput:
             raise ConfigError("a study needs a target accuracy: pass --target-accuracy or set "
                               f"target_accuracy in the base of {settings.space}")
         self.max_epochs = float(merged.get("max_epochs", 20.0))
@@ -181,21 +197,24 @@ class StudyDriver:
 
     def _study(self) -> optuna.Study:
         directions: list[Literal["minimize", "maximize"]] = (
-            ["minimize", "minimize"] if self.s.multi_objective else ["minimize"])
+            ["minimize", "minimize"] if self.s.multi_objective else
+            ["maximize" if direction(self.s.objective) == "maximize" else "minimize"])
         try:
             study = optuna.create_study(
                 study_name=self.s.study, storage=self.s.storage, load_if_exists=True,
                 directions=directions, sampler=make_sampler(self.s.sampler, self.s.seed),
-                pruner=make_pruner(self.s.pruner, self.max_epochs))
+                pruner=make_pruner("none" if self.throughput else self.s.pruner,
+                                   self.max_epochs))
         except ValueError as exc:
             raise ConfigError(f"study {self.s.study!r} in {mask_url(self.s.storage)}: {exc}") from None
-        if len(study.directions) != len(directions):
-            raise ConfigError(f"study {self.s.study!r} exists with {len(study.directions)} "
-                              f"objective(s); relaunch it with the same --multi-objective setting")
+        if [d.name.lower() for d in study.directions] != directions:
+            raise ConfigError(f"study {self.s.study!r} exists with directions "
+                              f"{[d.name.lower() for d in study.directions]}; relaunch it with "
+                              "the same --objective and --multi-objective settings")
         study.set_user_attr("space", str(self.s.space))
         study.set_user_attr("space_name", self.space.name)
         study.set_user_attr("objective", self.s.objective)
-        study.set_user_attr("target_accuracy", self.base["target_accuracy"])
+        study.set_user_attr("target_accuracy", self.base.get("target_accuracy"))
         study.set_user_attr("data_root", str(self.s.data_root))
         split = (self.base.get("data") or {}).get("split") or {}
         study.set_user_attr("split", split.get("protocol", "random"))
@@ -266,8 +285,11 @@ class StudyDriver:
         if best is None:
             return
         tta = best.user_attrs.get("tta_s")
-        self.progress.set_best(f"{tta:.1f}s (trial {best.number})" if tta is not None
-                               else f"not reached (trial {best.number})")
+        if self.throughput:
+            self.progress.set_best(f"{best.values[0]:.1f} img/s (trial {best.number})")
+        else:
+            self.progress.set_best(f"{tta:.1f}s (trial {best.number})" if tta is not None
+                                   else f"not reached (trial {best.number})")
         if parent is not None:
             parent.set_tags({"best_trial": best.number,
                              "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
@@ -370,10 +392,11 @@ class StudyDriver:
 
     def _finish(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
                 outcome: TrialOutcome, job: Job | None) -> None:
-        final: dict[str, float | None] = {"tta_s": outcome.tta_s, "startup_s": outcome.startup_s,
-                 "tta_wall_s": outcome.tta_wall_s, "best_val_accuracy": outcome.best_val_accuracy,
-                 "node_hours": outcome.node_hours, "wall_s": outcome.wall_s,
-                 "epochs": outcome.epochs}
+        final: dict[str, float | None] = {
+            "tta_s": outcome.tta_s, "startup_s": outcome.startup_s,
+            "tta_wall_s": outcome.tta_wall_s, "best_val_accuracy": outcome.best_val_accuracy,
+            "median_images_per_sec": outcome.images_per_sec, "node_hours": outcome.node_hours,
+            "wall_s": outcome.wall_s, "epochs": outcome.epochs}
         run.log_metrics(final)
         run.set_tags({"reason": outcome.reason})
         for key, value in {**final, "state": outcome.state, "reason": outcome.reason}.items():

@@ -13,6 +13,10 @@ The value Optuna minimises for a finished trial is
 
 With ``--multi-objective`` the second objective is node-hours (nodes × job wall seconds / 3600).
 
+``--objective images_per_sec`` makes a *layout* study (maximised): each trial trains a few epochs
+without evaluation and scores its steady-state throughput, the median training images/s over the
+epochs after the first (tf_cnn_benchmarks' warm-up, then timed steps).
+
 Intermediate values reported to the pruner are the validation *error* ``1 − val_accuracy`` at
 step = epoch, so they point the same way as the minimised objective.
 """
@@ -21,12 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INFEASIBLE_VALUE", "MISS_BASE", "TrialOutcome", "intermediate_value",
-           "objective_values"]
+__all__ = ["INFEASIBLE_VALUE", "MISS_BASE", "OBJECTIVES", "TrialOutcome", "direction",
+           "intermediate_value", "objective_values", "steady_images_per_sec"]
 
 MISS_BASE = 1.0e6
 INFEASIBLE_VALUE = 3.0e6  # only for callers that need a number for an infeasible sample
-OBJECTIVES = ("tta_s", "tta_wall_s")
+OBJECTIVES = ("tta_s", "tta_wall_s", "images_per_sec")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TrialOutcome:
     epochs: int = 0
     wall_s: float = 0.0
     nodes: int = 1
+    images_per_sec: float | None = None  # median over epochs after the first
 
     @property
     def reached(self) -> bool:
@@ -62,6 +67,8 @@ def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
     """Return the value(s) Optuna records for a finished (completed) trial."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective=}")
+    if objective == "images_per_sec":
+        return [float(outcome.images_per_sec or 0.0)]
     if outcome.state == "INFEASIBLE":
         first = INFEASIBLE_VALUE
     elif outcome.reached:
@@ -77,3 +84,18 @@ def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
 def intermediate_value(val_accuracy: float) -> float:
     """The value reported to the pruner after an epoch: validation error."""
     return 1.0 - val_accuracy
+
+
+def direction(objective: str) -> str:
+    """Optuna direction of the first objective."""
+    return "maximize" if objective == "images_per_sec" else "minimize"
+
+
+def steady_images_per_sec(epoch_rates: list[float]) -> float | None:
+    """Median training images/s over the epochs after the first (which pays for tracing)."""
+    rates = epoch_rates[1:] if len(epoch_rates) > 1 else epoch_rates
+    if not rates:
+        return None
+    rates = sorted(rates)
+    mid = len(rates) // 2
+    return rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2

@@ -1,0 +1,204 @@
+"""Layout search quality: the explorer's throughput study against an exhaustive sweep, same run.
+
+    .venv/bin/python -m bench.layout [--quick] [--workdir bench-work] [--seed 0]
+
+1. Exhaustive: every feasible layout of ``search_spaces/layout_demo.yaml`` (ranks × threads ×
+   binding × inter-op × precision on this node) is run once as the real mpirun job; its steady
+   images/s (median of epochs after the first) and node-seconds are recorded.
+2. Explorer: ``study launch --objective images_per_sec`` on the same space with a budget of ⅓ of
+   the feasible layouts (TPE); compute = the study's node-seconds, infeasible samples cost none.
+3. Baselines: naive ``mpirun -np 2 python -m explorer.mcnn.train`` (Open MPI's default mapping
+   and binding, TF's default threads) and one process with TF defaults, fp32.
+
+Reported: best-found ÷ exhaustive-best (the exhaustive sweep's measurement of the layout the study
+picked, so both sides come from one measurement) and compute ÷ exhaustive compute; the best layout's
+speedup over both baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import emit, machine, median_rate, synth_tree, table
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "search_spaces" / "layout_demo.yaml"
+
+
+def _key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(params[k] for k in ("ranks_per_node", "threads_per_rank", "binding",
+                                     "inter_op_threads", "precision"))
+
+
+def _run(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float, float]:
+    """Run one job argv; return (steady images/s, wall seconds)."""
+    from explorer.mcnn.events import read_events
+    from launchers.base import Job
+
+    job = Job(argv, env=env, log_path=workdir / "job.log", events_path=workdir / "events.jsonl",
+              timeout_s=900)
+    job.wait(960)
+    if job.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{job.log_tail(15)}")
+    return median_rate(read_events(workdir / "events.jsonl")), time.time() - job.started
+
+
+def exhaustive(space: Any, data: Path, work: Path, grid: dict[str, list[Any]],
+               n_train: int) -> dict[tuple[Any, ...], dict[str, Any]]:
+    from launchers import MpirunLauncher
+    from launchers.hosts import detect_local
+    from search_spaces.plan import build_plan
+
+    results = {}
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid, values, strict=True))
+        plan = build_plan(space, params, data_root=data, n_train=n_train, hosts=[detect_local()],
+                          overrides={"eval": False, "target_accuracy": None})  # as the study
+        if not plan.feasible:
+            continue
+        wd = work / "exhaustive" / "-".join(str(v) for v in values)
+        wd.mkdir(parents=True, exist_ok=True)
+        cfg = wd / "config.yaml"
+        cfg.write_text(yaml.safe_dump(plan.config))
+        assert plan.resources is not None
+        job = MpirunLauncher().launch(cfg.resolve(), plan.resources, workdir=wd)
+        job.wait(960)
+        from explorer.mcnn.events import read_events
+
+        if job.returncode != 0:
+            raise RuntimeError(f"layout {params} failed:\n{job.log_tail(15)}")
+        results[_key(params)] = {"params": params,
+                                 "images_per_sec": median_rate(read_events(wd / "events.jsonl")),
+                                 "node_s": time.time() - job.started}
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI smoke run (a 4-layout grid)")
+    parser.add_argument("--workdir", default="bench-work")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from explorer.cli_study import quiet_libraries
+    from explorer.driver import StudyDriver, StudySettings, best_trial
+    from explorer.progress import ProgressLine
+    from launchers import MpirunLauncher
+    from launchers.hosts import detect_local
+    from search_spaces.space import load_space
+
+    quiet_libraries()
+    work = Path(args.workdir).resolve() / ("layout-quick" if args.quick else "layout")
+    data = synth_tree(Path(args.workdir).resolve() / "data-64x80", (64, 80),
+                      96 if args.quick else 360, 5)
+    space_path = SPACE
+    if args.quick:
+        doc = yaml.safe_load(SPACE.read_text())
+        doc["base"]["max_epochs"] = 2
+        doc["base"]["per_worker_batch"] = 8
+        doc["dimensions"] = {"ranks_per_node": {"choices": [1, 2]},
+                             "threads_per_rank": {"choices": [1]},
+                             "binding": {"choices": ["none", "core"]}}
+        work.mkdir(parents=True, exist_ok=True)
+        space_path = work / "space.yaml"
+        space_path.write_text(yaml.safe_dump(doc))
+    space = load_space(space_path)
+    grid = {name: list(dim.choices) for name, dim in space.dimensions.items()}
+    for name, default in (("inter_op_threads", 1), ("precision", "float32"),
+                          ("threads_per_rank", 1)):
+        grid.setdefault(name, [default])
+    grid = {k: grid[k] for k in ("ranks_per_node", "threads_per_rank", "binding",
+                                 "inter_op_threads", "precision")}
+    # n_train of the split the jobs use (shards are built once, by the first job)
+    from explorer.mcnn.config import config_from_dict
+    from explorer.mcnn.shards import prepare_shards
+    from search_spaces.plan import deep_merge
+
+    base = config_from_dict(deep_merge(space.base, {"data": {"root": str(data)}}))
+    n_train = prepare_shards(base.data).n_train
+
+    t0 = time.time()
+    sweep = exhaustive(space, data, work, grid, n_train)
+    sweep_s = time.time() - t0
+    sweep_node_s = sum(r["node_s"] for r in sweep.values())
+    best_key = max(sweep, key=lambda k: sweep[k]["images_per_sec"])
+    best_rate = sweep[best_key]["images_per_sec"]
+
+    budget = max(2, math.ceil(len(sweep) / 3))
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    for f in ("optuna.db", "mlflow.db"):
+        (work / f).unlink(missing_ok=True)
+    settings = StudySettings(space=space_path, data_root=data, study="layout", storage=storage,
+                             tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                             workdir=work / "study", hosts=[detect_local()], trials=budget,
+                             sampler="tpe", pruner="none", seed=args.seed,
+                             objective="images_per_sec")
+    study = StudyDriver(settings, MpirunLauncher(),
+                        progress=ProgressLine(budget, stream=open(os.devnull, "w"))).run()  # noqa: SIM115
+    found = best_trial(study)
+    assert found is not None
+    found_key = _key({**{k: v[0] for k, v in grid.items()}, **found.params})
+    study_node_s = sum(float(t.user_attrs.get("wall_s", 0.0)) for t in study.trials)
+
+    # baselines: Open MPI and TF defaults, fp32
+    cfg = dict(space.base, data={**space.base.get("data", {}), "root": str(data)},
+               eval=False, intra_op_threads=0, inter_op_threads=0, precision="float32")
+    base_dir = work / "baselines"
+    base_dir.mkdir(parents=True, exist_ok=True)
+    (base_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    train = [sys.executable, "-m", "explorer.mcnn.train", "--config",
+             str(base_dir / "config.yaml"), "--events"]
+    naive_dir, single_dir = base_dir / "naive-mpirun", base_dir / "single"
+    for d in (naive_dir, single_dir):
+        d.mkdir(exist_ok=True)
+        (d / "events.jsonl").unlink(missing_ok=True)
+    root_flag = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    naive, _ = _run(["mpirun", "-np", "2", *root_flag, *train, str(naive_dir / "events.jsonl")],
+                    {}, naive_dir)
+    single, _ = _run([*train, str(single_dir / "events.jsonl")], {},
+                     single_dir)
+
+    found_rate = sweep[found_key]["images_per_sec"]
+    quality = found_rate / best_rate
+    compute = study_node_s / sweep_node_s
+    rows = [[", ".join(f"{k}={v}" for k, v in r["params"].items()), r["images_per_sec"],
+             r["node_s"]] for r in sorted(sweep.values(), key=lambda r: -r["images_per_sec"])]
+    facts = machine()
+    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}")
+    print(table(["layout (exhaustive sweep)", "img/s", "node-s"], rows))
+    print(f"\nexhaustive: {len(sweep)} feasible layouts, {sweep_node_s:.0f} node-s "
+          f"({sweep_s:.0f}s wall)")
+    print(f"explorer (TPE, {budget} trials, seed {args.seed}): picked "
+          f"{dict(zip(grid, found_key, strict=True))}, {study_node_s:.0f} node-s")
+    print(table(["figure", "value", "target"], [
+        ["best-found / exhaustive-best", quality, ">= 0.95 " + ("met" if quality >= 0.95
+                                                                 else "NOT met")],
+        ["compute / exhaustive compute", compute, "<= 0.33 " + ("met" if compute <= 1 / 3 + 1e-9
+                                                                 else "NOT met")],
+        ["best layout / naive mpirun -np 2", best_rate / naive, "-"],
+        ["best layout / one process, TF defaults", best_rate / single, "-"],
+    ]))
+    emit("layout", {"machine": facts, "quick": args.quick, "layouts": len(sweep),
+                    "exhaustive_best": dict(zip(grid, best_key, strict=True)),
+                    "exhaustive_best_images_per_sec": best_rate,
+                    "found": dict(zip(grid, found_key, strict=True)),
+                    "found_images_per_sec_in_sweep": found_rate,
+                    "found_images_per_sec_in_study": found.values[0],
+                    "quality": quality, "compute_ratio": compute, "budget": budget,
+                    "naive_mpirun_images_per_sec": naive, "single_images_per_sec": single,
+                    "speedup_vs_naive": best_rate / naive, "speedup_vs_single": best_rate / single})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

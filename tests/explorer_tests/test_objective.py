@@ -82,3 +82,38 @@ def test_run_names_read_well_in_the_mlflow_ui(tmp_path):
                               "ranks_per_node": 2, "per_worker_batch": 8},
                       data_root=tmp_path, n_train=1000, hosts=[HostInfo("localhost", 2)])
     assert run_name(7, plan) == "trial-007 np=2x1 bs=16 lr=0.008;2;0.0008;7;8e-05;…"
+
+
+def test_throughput_objective_is_the_steady_median_and_maximised():
+    from explorer.objective import direction, steady_images_per_sec
+
+    assert steady_images_per_sec([50.0, 200.0, 220.0, 210.0]) == 210.0  # first epoch skipped
+    assert steady_images_per_sec([80.0]) == 80.0 and steady_images_per_sec([]) is None
+    o = TrialOutcome("COMPLETED", "max_epochs", images_per_sec=210.0)
+    assert objective_values(o, objective="images_per_sec") == [210.0]
+    assert direction("images_per_sec") == "maximize" and direction("tta_s") == "minimize"
+    ev = _events(0.1, 0.1)
+    for e, rate in zip(ev[1:], (50.0, 300.0), strict=True):
+        e["images_per_sec"] = rate
+    out = outcome_from_events(ev, JobState.COMPLETED, 0, pruned=False, nodes=1, wall_s=3.0)
+    assert out.images_per_sec == 300.0
+
+
+def test_layout_study_needs_no_target_and_turns_evaluation_off(tmp_path):
+    from pathlib import Path
+
+    from explorer.driver import StudyDriver, StudySettings
+    from explorer.errors import ConfigError
+    from launchers import MpirunLauncher
+    from launchers.hosts import HostInfo
+
+    space = Path(__file__).resolve().parents[2] / "search_spaces" / "layout_demo.yaml"
+    common = dict(space=space, data_root=tmp_path, study="l", storage="sqlite://",
+                  tracking_uri="sqlite://", workdir=tmp_path, hosts=[HostInfo("localhost", 2)])
+    driver = StudyDriver(StudySettings(**common, objective="images_per_sec"), MpirunLauncher())
+    assert driver.overrides["eval"] is False and driver.base["target_accuracy"] is None
+    with pytest.raises(ConfigError, match="needs a target accuracy"):
+        StudyDriver(StudySettings(**common), MpirunLauncher())
+    with pytest.raises(ConfigError, match="single-objective"):
+        StudyDriver(StudySettings(**common, objective="images_per_sec", multi_objective=True),
+                    MpirunLauncher())

@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_libraries()
     work = Path(args.workdir).resolve() / ("layout-quick" if args.quick else "layout")
-    data = synth_tree(Path(args.workdir).resolve() / "data-64x80", (64, 80),
-                      96 if args.quick else 360, 5)
+    images = 96 if args.quick else 360
+    data = synth_tree(Path(args.workdir).resolve() / f"data-64x80-{images}", (64, 80), images, 5)
     space_path = SPACE
     if args.quick:
         doc = yaml.safe_load(SPACE.read_text())

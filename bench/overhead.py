@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(args.workdir).resolve()
-    root = synth_tree(work / "data-64x80", (64, 80), 96 if args.quick else 360, 5)
+    root = synth_tree(work / f"data-64x80-{96 if args.quick else 360}", (64, 80),
+                      96 if args.quick else 360, 5)
     cfg = {"data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
                     "cache_dir": str(work / "cache")},
            "per_worker_batch": 8, "max_epochs": 2 if args.quick else 6,

@@ -128,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for h, w in sizes:
         full = (h, w) == (1024, 1280)
-        root = synth_tree(work / f"data-{h}x{w}", (h, w), 32 if full else (96 if args.quick
-                                                                             else 360),
-                          1 if full else 5)
+        images = 32 if full else (96 if args.quick else 360)
+        root = synth_tree(work / f"data-{h}x{w}-{images}", (h, w), images, 1 if full else 5)
         batch, epochs = (4, 3.0) if full else (32, 2.0 if args.quick else 4.0)
         train_flops = mcnn_flops(h, w).train
         for precision in ("float32", "mixed_bfloat16"):

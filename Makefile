@@ -28,12 +28,14 @@ bench: setup
 	$(PY) -m bench.overhead --workdir $(BENCH_WORK)
 	$(PY) -m bench.layout --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --workdir $(BENCH_WORK)
+	$(PY) -m bench.search --workdir $(BENCH_WORK)
 
 bench-quick: setup
 	$(PY) -m bench.throughput --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.overhead --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.layout --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.search --quick --workdir $(BENCH_WORK)
 
 lint: setup-test
 	$(PY) -m ruff check .

@@ -60,7 +60,7 @@ def _launch(args: argparse.Namespace) -> int:
     if not _STUDY_NAME.match(args.study):
         raise ConfigError(f"--study {args.study!r}: expected letters, digits, '.', '_' or '-' "
                           "(it names the MLflow experiment and the run folder)")
-    for flag in ("trials", "timeout", "trial_timeout"):
+    for flag in ("trials", "timeout", "trial_timeout", "budget_node_hours"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be > 0, got {value}")
@@ -84,7 +84,8 @@ def _launch(args: argparse.Namespace) -> int:
         trial_timeout_s=args.trial_timeout, target_accuracy=args.target_accuracy,
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, objective=args.objective,
         multi_objective=args.multi_objective, retry_stale=not args.no_retry_stale,
-        stale_after_s=args.stale_after)
+        stale_after_s=args.stale_after,
+        budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600)
     quiet_libraries()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
     print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "
@@ -189,6 +190,8 @@ def add_commands(sub: Any) -> None:
                    help="finished trials the study should hold (default 10)")
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
     p.add_argument("--trial-timeout", type=float, help="seconds before a trial is ended, FAILED")
+    p.add_argument("--budget-node-hours", type=float,
+                   help="start no new trial once the study's trials used this much compute")
     p.add_argument("--target-accuracy", type=float,
                    help="validation accuracy that stops the TTA clock (default: the space's)")
     p.add_argument("--hosts", help="Open MPI hostfile (default: SLURM allocation or this machine)")

@@ -41,6 +41,7 @@ from search_spaces.space import SearchSpace, load_space
 __all__ = ["StudyDriver", "StudySettings", "outcome_from_events"]
 
 HEARTBEAT_S = 15.0
+JOB_EXIT_REASONS = {2: "bad_input", 3: "nan_loss"}
 # Infeasible samples are told PRUNED (with positive constraint values): never launched, they must
 # not count as completed trials for pruners' start-up counts, nor ever be the best trial.
 _TELL_STATE = {"COMPLETED": optuna.trial.TrialState.COMPLETE,
@@ -72,6 +73,7 @@ class StudySettings:
     stale_after_s: float = 300.0
     prepare_timeout_s: float = 6 * 3600.0
     max_infeasible_in_a_row: int = 50
+    budget_node_s: float | None = None  # stop starting trials once this much compute is spent
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -135,6 +137,9 @@ def outcome_from_events(events: list[dict[str, Any]], state: JobState, returncod
         return outcome("FAILED", why)
     if state is JobState.COMPLETED:
         return outcome("FAILED", "the job exited 0 without a done event")
+    if returncode in JOB_EXIT_REASONS:  # the job's documented exit codes (explorer.mcnn.train)
+        return outcome("FAILED", f"{JOB_EXIT_REASONS[returncode]} (exit code {returncode}, "
+                                 "no failed event)")
     return outcome("FAILED", f"{state.value.lower()} (exit code {returncode})")
 
 
@@ -265,6 +270,11 @@ class StudyDriver:
             while self._counted(study) < self.s.trials:
                 if self.s.timeout_s is not None and time.time() - started > self.s.timeout_s:
                     self.log(f"study timeout ({self.s.timeout_s:g}s) reached")
+                    break
+                if self.s.budget_node_s is not None and \
+                        spent_node_s(study) >= self.s.budget_node_s:
+                    self.log(f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) "
+                             "spent")
                     break
                 reason = self._run_trial(study, tracker, parent, n_train)
                 infeasible_run = infeasible_run + 1 if reason else 0
@@ -436,6 +446,15 @@ def run_name(number: int, plan: TrialPlan) -> str:
             f"{layout.get('threads_per_rank', 1)} bs={plan.derived.get('global_batch')} lr={lr}")
 
 
+def spent_node_s(study: optuna.Study) -> float:
+    """Compute the study's trials have used: job wall seconds × nodes, summed."""
+    total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        derived = t.user_attrs.get("derived") or {}
+        total += float(t.user_attrs.get("wall_s") or 0.0) * int(derived.get("nodes", 1))
+    return total
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best completed, feasible trial (lowest TTA on the Pareto front when multi-objective)."""
     try:
@@ -447,4 +466,4 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return min(front, key=lambda t: t.values[0]) if front else None
 
 
-__all__ += ["best_trial", "make_pruner", "make_sampler", "run_name"]
+__all__ += ["best_trial", "make_pruner", "make_sampler", "run_name", "spent_node_s"]

@@ -227,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.format_exception(exc)[-6:])
     if code != EXIT_OK:
         print(f"rank {comm.rank}: {reason}: {detail}", file=sys.stderr, flush=True)
-        # Every rank sees a NaN (the loss is allreduced): rank 0 reports it. Any other failure is
-        # reported by the rank it happened on; O_APPEND keeps lines whole.
-        if reason != "nan_loss" or comm.rank == 0:
-            EventWriter(events_path, rank=comm.rank).emit(
-                "failed", reason=reason, detail=detail[-2000:])
+        # Every failing rank reports (O_APPEND keeps lines whole). A NaN is seen by every rank
+        # (the loss is allreduced), and whichever exits first makes mpirun kill the others, so
+        # no single rank can be relied on to get its line out.
+        EventWriter(events_path, rank=comm.rank).emit(
+            "failed", reason=reason, detail=detail[-2000:])
         sys.stdout.flush()
         # Never wait for peers that may be stuck in a collective: mpirun tears the job down on a
         # non-zero exit.

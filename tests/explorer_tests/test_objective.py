@@ -54,6 +54,7 @@ def test_outcome_of_a_completed_job():
     (JobState.FAILED, 3, {"failed": {"reason": "nan_loss", "detail": "loss is nan at step 4"}},
      "nan_loss: loss is nan at step 4"),
     (JobState.FAILED, 137, {}, "failed (exit code 137)"),
+    (JobState.FAILED, 3, {}, "nan_loss (exit code 3, no failed event)"),
     (JobState.COMPLETED, 0, {}, "the job exited 0 without a done event"),
 ])
 def test_outcome_of_a_failed_job_names_the_reason(state, code, extra, want):

@@ -1,0 +1,142 @@
+"""Search efficiency: TPE + median pruning vs TPE without pruning vs random, at equal compute.
+
+    .venv/bin/python -m bench.search [--quick] [--workdir bench-work] [--seeds 3]
+                                     [--budget-node-s 600]
+
+Each (search, seed) is a real TTA study of ``search_spaces/tiny.yaml`` on the demo-size synthetic
+data (64×80, 360 images, target 0.45), stopped by a compute budget (node-seconds of its trials).
+All studies live in one sqlite storage, so an interrupted run resumes where it stopped: rerun the
+same command.
+
+Reported, median over seeds: the best TTA found against compute spent, and the compute each search
+needed to come within 10 % of the best TTA seen in any study; then TPE+pruning ÷ random and
+TPE+pruning ÷ TPE without pruning (targets ≤ 0.5 and ≤ 0.6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bench.common import emit, machine, synth_tree, table
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
+
+
+def curve(study: optuna.Study) -> list[tuple[float, float]]:
+    """(node-seconds spent, best TTA so far) after each trial, in trial order."""
+    spent, best, out = 0.0, math.inf, []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if not t.state.is_finished():
+            continue
+        nodes = int((t.user_attrs.get("derived") or {}).get("nodes", 1))
+        spent += float(t.user_attrs.get("wall_s") or 0.0) * nodes
+        tta = t.user_attrs.get("tta_s")
+        if t.state is optuna.trial.TrialState.COMPLETE and tta is not None:
+            best = min(best, float(tta))
+        out.append((spent, best))
+    return out
+
+
+def compute_to(points: list[tuple[float, float]], threshold: float) -> float:
+    return next((spent for spent, best in points if best <= threshold), math.inf)
+
+
+def best_at(points: list[tuple[float, float]], budget: float) -> float:
+    return min((best for spent, best in points if spent <= budget), default=math.inf)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI smoke run")
+    parser.add_argument("--workdir", default="bench-work")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-node-s", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from explorer.cli_study import quiet_libraries
+    from explorer.driver import StudyDriver, StudySettings
+    from explorer.progress import ProgressLine
+    from launchers import MpirunLauncher
+    from launchers.hosts import detect_local
+
+    quiet_libraries()
+    root = Path(args.workdir).resolve()
+    images = 96 if args.quick else 360
+    data = synth_tree(root / f"data-64x80-{images}", (64, 80), images, 5)
+    work = root / ("search-quick" if args.quick else "search")
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
+    seeds = [0] if args.quick else list(range(args.seeds))
+    budget = 40.0 if args.quick else args.budget_node_s
+    target = 0.3 if args.quick else 0.45
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    curves: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in SEARCHES}
+    for seed in seeds:
+        for name, (sampler, pruner) in SEARCHES.items():
+            study_name = f"{name.replace('+', '-')}-seed{seed}"
+            settings = StudySettings(
+                space=REPO / "search_spaces" / "tiny.yaml", data_root=data, study=study_name,
+                storage=storage, tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                workdir=work / study_name, hosts=[detect_local()], trials=100_000,
+                trial_timeout_s=300.0, target_accuracy=target, sampler=sampler, pruner=pruner,
+                seed=seed, budget_node_s=budget,
+                overrides={"max_epochs": 4} if args.quick else {})
+            with open(os.devnull, "w") as sink:
+                study = StudyDriver(settings, MpirunLauncher(),
+                                    progress=ProgressLine(0, stream=sink)).run()
+            curves[name].append(curve(study))
+    best_overall = min((b for cs in curves.values() for c in cs for _, b in c), default=math.inf)
+    threshold = 1.1 * best_overall
+    rows: list[list[Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    medians: dict[str, float] = {}
+    for name, cs in curves.items():
+        need = [compute_to(c, threshold) for c in cs]
+        med_need = statistics.median(need)
+        at = [statistics.median(best_at(c, budget * f) for c in cs) for f in (0.25, 0.5, 1.0)]
+        trials = statistics.median(len(c) for c in cs)
+        rows.append([name, *at, med_need, trials])
+        medians[name] = med_need
+        summary[name] = {"compute_to_within_10pct": [_json_safe(x) for x in need],
+                         "median": _json_safe(med_need),
+                         "best_at_25_50_100pct": [_json_safe(x) for x in at], "trials": trials}
+
+    def ratio(a: str, b: str) -> float:
+        x, y = medians[a], medians[b]
+        return math.inf if math.isinf(x) else (x / y if not math.isinf(y) else 0.0)
+
+    vs_random, vs_nopruning = ratio("tpe+median", "random"), ratio("tpe+median", "tpe")
+    facts = machine()
+    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}; seeds {seeds}, "
+          f"budget {budget:g} node-s per study, target {target}")
+    print(f"best TTA seen in any study: {best_overall:.2f}s; within 10%: <= {threshold:.2f}s")
+    print(table(["search", "best TTA @25%", "@50%", "@100% budget",
+                 "node-s to within 10% (median)", "trials"], rows))
+    print(table(["figure", "value", "target"], [
+        ["compute: TPE+pruning / random", vs_random,
+         "<= 0.50 " + ("met" if vs_random <= 0.5 else "NOT met")],
+        ["compute: TPE+pruning / TPE no pruning", vs_nopruning,
+         "<= 0.60 " + ("met" if vs_nopruning <= 0.6 else "NOT met")],
+    ]))
+    emit("search", {"machine": facts, "quick": args.quick, "seeds": seeds, "budget_node_s": budget,
+                    "best_overall_tta_s": _json_safe(best_overall), "summary": summary,
+                    "tpe_median_over_random": _json_safe(vs_random),
+                    "tpe_median_over_tpe": _json_safe(vs_nopruning)})
+    return 0
+
+
+def _json_safe(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isinf(value) else value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

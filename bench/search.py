@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
     seeds = [0] if args.quick else list(range(args.seeds))
-    budget = 40.0 if args.quick else args.budget_node_s
+    budget = 20.0 if args.quick else args.budget_node_s
     target = 0.3 if args.quick else 0.45
     storage = f"sqlite:///{work / 'optuna.db'}"
     curves: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in SEARCHES}

@@ -36,3 +36,10 @@ def test_curve_accumulates_compute_and_best_tta():
 
 def test_spent_node_seconds_weights_nodes():
     assert spent_node_s(_study()) == 30 + 10 + 40 + 5 + 25
+
+
+def test_censored_ratio_is_an_upper_bound_when_the_baseline_never_got_there():
+    from bench.search import censored_ratio
+    assert censored_ratio(60.0, 120.0, 300.0) == (0.5, False)
+    assert censored_ratio(60.0, math.inf, 300.0) == (0.2, True)
+    assert censored_ratio(math.inf, 120.0, 300.0) == (math.inf, False)

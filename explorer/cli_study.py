@@ -38,6 +38,31 @@ def _hosts(args: argparse.Namespace) -> list[Any]:
     return [detect_local()]
 
 
+def _concurrency(value: str) -> int | None:
+    """``--concurrent-trials``: ``auto`` (one trial per host of the pool) or a count >= 1."""
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--concurrent-trials {value!r}: expected 'auto' or a whole number >= 1")
+    return int(value)
+
+
+_MCA_KEY = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+_MCA_VALUE = re.compile(r"^[A-Za-z0-9_./,:=+@^-]{1,500}$")
+
+
+def _mca(items: list[str] | None) -> dict[str, str]:
+    """``--mca KEY=VALUE`` (repeatable): extra Open MPI parameters for every trial's mpirun."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not _MCA_KEY.match(key) or not _MCA_VALUE.match(value):
+            raise ConfigError(f"--mca {item!r}: expected KEY=VALUE, e.g. "
+                              "btl_tcp_if_include=eth0 (no spaces or shell metacharacters)")
+        out[key] = value
+    return out
+
+
 def quiet_libraries() -> None:
     """Keep Optuna's and MLflow's INFO chatter out of the progress output."""
     import logging
@@ -64,6 +89,8 @@ def _launch(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise ConfigError(f"--{flag.replace('_', '-')} must be > 0, got {value}")
+    if args.stall_timeout < 0:
+        raise ConfigError(f"--stall-timeout must be >= 0 (0 turns it off), got {args.stall_timeout}")
     if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
         raise ConfigError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
     data = Path(args.data)
@@ -85,7 +112,10 @@ def _launch(args: argparse.Namespace) -> int:
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, objective=args.objective,
         multi_objective=args.multi_objective, retry_stale=not args.no_retry_stale,
         stale_after_s=args.stale_after,
-        budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600)
+        budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600,
+        concurrent_trials=_concurrency(args.concurrent_trials),
+        stall_timeout_s=None if args.stall_timeout == 0 else args.stall_timeout,
+        mca=_mca(args.mca))
     quiet_libraries()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
     print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "
@@ -205,6 +235,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--multi-objective", action="store_true",
                    help="minimise TTA and node-hours together (a Pareto front)")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
+    p.add_argument("--concurrent-trials", default="auto", metavar="N|auto",
+                   help="trials run at once, each on its own hosts (default auto: one per host "
+                        "of the pool; trials never share a node)")
+    p.add_argument("--stall-timeout", type=float, default=600.0, metavar="S",
+                   help="end a trial FAILED when its job writes no event for S seconds (a hung "
+                        "or lost rank); 0 turns it off (default 600)")
+    p.add_argument("--mca", action="append", metavar="KEY=VALUE",
+                   help="extra Open MPI --mca parameter for every trial (repeatable)")
     p.add_argument("--workdir", help="trial folders and MLflow artifacts (default runs/STUDY)")
     p.add_argument("--no-retry-stale", action="store_true",
                    help="do not re-queue trials left RUNNING by a killed driver")

@@ -77,7 +77,7 @@ def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any
     if args.no_mlflow:
         return None
     from explorer.cli_study import absolute_sqlite, quiet_libraries
-    from explorer.tracking import Tracker
+    from explorer.tracking import Tracker, mask_url
 
     quiet_libraries()
     uri = absolute_sqlite(args.tracking_uri)
@@ -93,7 +93,8 @@ def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any
         "global_batch": cfg.per_worker_batch * resources.world_size,
     })
     run.log_text(" ".join(job.argv) + "\n", "argv.txt")
-    print(f"MLflow run {run.run_id} in experiment {args.experiment!r} ({uri})", flush=True)
+    print(f"MLflow run {run.run_id} in experiment {args.experiment!r} ({mask_url(uri)})",
+          flush=True)
     return run
 
 

@@ -1,14 +1,20 @@
 """The study driver: Optuna ask → plan → launch → tail events → report/prune → tell, MLflow beside.
 
-One trial at a time (trials compete for the same cores, so running two at once would corrupt
-their timings). The driver is the only writer to Optuna and MLflow; jobs only write their events
-file. A failing trial — crash, NaN, timeout, a launcher error — is recorded and the study goes on.
+Trials never share a node (that would corrupt their timings): on one machine they run one at a
+time; on a pool of H hosts up to ``concurrent_trials`` (default H) run at once, each on a disjoint
+slice (:class:`explorer.pool.HostPool`). Several drivers may share one study (an RDB storage such
+as PostgreSQL): Optuna hands each ``ask`` a distinct trial, and each driver counts the others'
+live trials against ``--trials``. A driver is the only writer of its trials to Optuna and MLflow;
+jobs only write their events file. A failing trial — crash, NaN, a killed or hung rank, timeout,
+a launcher error — is recorded and the study goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,12 +36,13 @@ from explorer.objective import (
     objective_values,
     steady_images_per_sec,
 )
+from explorer.pool import HostPool
 from explorer.progress import ProgressLine
-from explorer.stale import driver_identity, recover_stale
+from explorer.stale import driver_identity, recover_stale, stale_reason
 from explorer.tracking import RunRecorder, Tracker, mask_url
 from launchers.base import Job, JobState, Launcher
 from launchers.hosts import HostInfo
-from search_spaces.plan import TrialPlan, build_plan, deep_merge, sample_params
+from search_spaces.plan import TrialPlan, build_plan, deep_merge, place, sample_params
 from search_spaces.space import SearchSpace, load_space
 
 __all__ = ["StudyDriver", "StudySettings", "outcome_from_events"]
@@ -74,6 +81,9 @@ class StudySettings:
     prepare_timeout_s: float = 6 * 3600.0
     max_infeasible_in_a_row: int = 50
     budget_node_s: float | None = None  # stop starting trials once this much compute is spent
+    concurrent_trials: int | None = None  # None: one per host of the pool
+    stall_timeout_s: float | None = 600.0  # a job silent this long (no event) is ended FAILED
+    mca: dict[str, str] = field(default_factory=dict)  # extra Open MPI --mca settings
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -238,9 +248,10 @@ class StudyDriver:
         n_train = self._n_train()
         study = self._study()
         tracker = Tracker(self.s.tracking_uri, self.s.study,
-                          artifact_root=self.s.workdir / "mlartifacts")
+                          artifact_root=self.s.workdir / "mlartifacts", warn=self.log)
         parent, existed = tracker.parent(self.s.study)
-        study.set_user_attr("mlflow_parent_run_id", parent.run_id)
+        if parent.run_id is not None:
+            study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         settings_yaml = yaml.safe_dump(self.s.describe(), sort_keys=False)
         if existed:
             parent.log_text(settings_yaml, f"resumes/study-{int(time.time())}.yaml")
@@ -262,33 +273,89 @@ class StudyDriver:
         if stale:
             self.log(f"resumed study {self.s.study!r}: {len(stale)} stale trial(s) "
                      f"{stale} marked FAILED{' and re-queued' if self.s.retry_stale else ''}")
+        backfill_mlflow(study, tracker, parent, self.log)
         self.progress.total = self.s.trials
         self._show_best(study)
-        started = time.time()
-        infeasible_run = 0
-        try:
-            while self._counted(study) < self.s.trials:
-                if self.s.timeout_s is not None and time.time() - started > self.s.timeout_s:
-                    self.log(f"study timeout ({self.s.timeout_s:g}s) reached")
-                    break
-                if self.s.budget_node_s is not None and \
-                        spent_node_s(study) >= self.s.budget_node_s:
-                    self.log(f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) "
-                             "spent")
-                    break
-                reason = self._run_trial(study, tracker, parent, n_train)
-                infeasible_run = infeasible_run + 1 if reason else 0
-                if infeasible_run >= self.s.max_infeasible_in_a_row:
-                    raise ConfigError(
-                        f"{infeasible_run} samples in a row were infeasible on "
-                        f"{len(self.s.hosts)} host(s) with {self.s.hosts[0].cores} cores; the last: "
-                        f"{reason}. Narrow the layout dimensions of {self.s.space}")
-                self._show_best(study, parent)
-        except BaseException:
-            parent.end("CANCELLED")
-            raise
+        self._loop(study, tracker, parent, n_train)
         parent.end("COMPLETED")
         return study
+
+    def _loop(self, study: optuna.Study, tracker: Tracker, parent: RunRecorder,
+              n_train: int) -> None:
+        """Keep up to ``concurrent_trials`` trials running on disjoint host slices."""
+        pool = HostPool(self.s.hosts)
+        concurrency = self.s.concurrent_trials or pool.size
+        active: list[_Active] = []
+        waiting: _Asked | None = None  # asked and planned, waiting for free nodes
+        started = time.time()
+        beat = time.time()
+        infeasible_run = 0
+        try:
+            while True:
+                for a in list(active):
+                    outcome = self._poll(a)
+                    if outcome is None:
+                        continue
+                    active.remove(a)
+                    pool.release(a.hosts)
+                    self._finish(study, a.trial, a.run, outcome, a.job)
+                    self._show_best(study, parent)
+                if time.time() - beat > HEARTBEAT_S:
+                    for a in active:
+                        a.trial.set_user_attr("heartbeat", time.time())
+                    beat = time.time()
+                stop = self._stop_reason(study, started, len(active) + (waiting is not None))
+                if waiting is None and stop is None and len(active) < concurrency:
+                    asked = self._ask(study, tracker, parent, n_train)
+                    if isinstance(asked, str):
+                        infeasible_run += 1
+                        if infeasible_run >= self.s.max_infeasible_in_a_row:
+                            raise ConfigError(
+                                f"{infeasible_run} samples in a row were infeasible on "
+                                f"{pool.size} host(s) with {self.s.hosts[0].cores} cores; the "
+                                f"last: {asked}. Narrow the layout dimensions of {self.s.space}")
+                        continue
+                    infeasible_run = 0
+                    waiting = asked
+                if waiting is not None:
+                    hosts = pool.acquire(int(waiting.plan.derived["nodes"]))
+                    if hosts is not None:
+                        asked, waiting = waiting, None  # _launch records it whatever happens
+                        try:
+                            active.append(self._launch(study, asked, hosts))
+                        except BaseException:
+                            pool.release(hosts)
+                            raise
+                        continue
+                if not active and waiting is None and stop not in (None, "wait"):
+                    if stop != "done":
+                        self.log(stop)
+                    return
+                time.sleep(0.5)
+        except BaseException:
+            for a in active:
+                a.job.cancel()
+                pool.release(a.hosts)
+                self._interrupted(study, a.trial, a.run)
+            if waiting is not None:
+                self._interrupted(study, waiting.trial, waiting.run)
+            parent.end("CANCELLED")
+            raise
+
+    def _stop_reason(self, study: optuna.Study, started: float, mine: int) -> str | None:
+        """None: ask another trial; "wait": enough are running; else why the study is over."""
+        counted = self._counted(study)
+        if counted >= self.s.trials:
+            return "done"
+        if self.s.timeout_s is not None and time.time() - started > self.s.timeout_s:
+            return f"study timeout ({self.s.timeout_s:g}s) reached"
+        if self.s.budget_node_s is not None and spent_node_s(study) >= self.s.budget_node_s:
+            return f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) spent"
+        # other drivers' live trials count too, so N drivers do not run N × --trials
+        others = running_elsewhere(study, self.s.stale_after_s)
+        if counted + mine + others >= self.s.trials:
+            return "wait" if mine or others else "done"
+        return None
 
     def _show_best(self, study: optuna.Study, parent: RunRecorder | None = None) -> None:
         best = best_trial(study)
@@ -307,13 +374,11 @@ class StudyDriver:
             parent.log_metrics({"best_value": best.values[0], "best_tta_s": tta},
                                step=best.number)
 
-    def _run_trial(self, study: optuna.Study, tracker: Tracker, parent: RunRecorder,
-                   n_train: int) -> str | None:
-        """Run one trial; return the infeasibility reason when it was not launched."""
+    def _ask(self, study: optuna.Study, tracker: Tracker, parent: RunRecorder,
+             n_train: int) -> _Asked | str:
+        """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
         number = trial.number
-        done = self._counted(study)
-        plan: TrialPlan | None = None
         try:
             params = sample_params(self.space, trial)
             plan = build_plan(self.space, params, data_root=self.s.data_root, n_train=n_train,
@@ -324,34 +389,47 @@ class StudyDriver:
                               f"config: {exc}") from None
         for key, value in plan.constraints.items():
             trial.set_constraint(key, value)
+        name = run_name(number, plan)
         attrs: dict[str, Any] = {"config": plan.config, "derived": plan.derived,
-                                 "driver": driver_identity(), "heartbeat": time.time()}
-        for name, attr in attrs.items():
-            trial.set_user_attr(name, attr)
-        run = tracker.child(parent.run_id, run_name(number, plan),
+                                 "driver": driver_identity(), "heartbeat": time.time(),
+                                 "run_name": name}
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        run = tracker.child(parent.run_id, name,
                             {"optuna.trial": number, "mcnn.study": self.s.study})
-        trial.set_user_attr("mlflow_run_id", run.run_id)
+        if run.run_id is not None:
+            trial.set_user_attr("mlflow_run_id", run.run_id)
         run.log_params({**plan.params, **plan.derived})
         run.log_text(yaml.safe_dump(plan.config, sort_keys=False), "config.yaml")
         if not plan.feasible:
-            outcome = TrialOutcome("INFEASIBLE", plan.reason)
-            self._finish(study, trial, run, outcome, None)
+            self._finish(study, trial, run, TrialOutcome("INFEASIBLE", plan.reason), None)
             return plan.reason
-        workdir = self.s.workdir / f"trial-{number:04d}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        config_path = workdir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(plan.config, sort_keys=False))
+        return _Asked(trial, plan, run)
+
+    def _launch(self, study: optuna.Study, asked: _Asked, hosts: list[HostInfo]) -> _Active:
+        trial, run = asked.trial, asked.run
+        plan = place(asked.plan, hosts)
+        if len(self.s.hosts) > 1:  # the slice it got: config and params tell where it ran
+            trial.set_user_attr("config", plan.config)
+            trial.set_user_attr("derived", plan.derived)
+        workdir = self.s.workdir / f"trial-{trial.number:04d}"
         assert plan.resources is not None
-        resources = dataclasses.replace(plan.resources, timeout_s=self.s.trial_timeout_s)
+        resources = dataclasses.replace(plan.resources, timeout_s=self.s.trial_timeout_s,
+                                        mca={**plan.resources.mca, **self.s.mca})
         job: Job | None = None
         try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            config_path = workdir / "config.yaml"
+            config_path.write_text(yaml.safe_dump(plan.config, sort_keys=False))
             job = self.launcher.launch(config_path.resolve(), resources, workdir=workdir)
             trial.set_user_attr("job", {"pid": job.pid, "workdir": str(job.log_path.parent),
                                         "host": socket.gethostname()})
             trial.set_user_attr("argv", job.argv)
-            pruned, events = self._watch(trial, job, run, done, plan)
-            outcome = outcome_from_events(events, job.state, job.returncode, pruned=pruned,
-                                          nodes=resources.nodes, wall_s=time.time() - job.started)
+        except OSError as exc:  # an unwritable or full workdir: this trial fails, loudly
+            self._finish(study, trial, run, TrialOutcome(
+                "FAILED", f"cannot start the trial in {workdir}: {exc.strerror or exc}"), None)
+            raise LaunchError(f"cannot start trials under {self.s.workdir}: "
+                              f"{exc.strerror or exc}") from None
         except LaunchError:
             run.set_tags({"reason": "launch error"})
             run.end("FAILED")
@@ -360,45 +438,61 @@ class StudyDriver:
         except BaseException:
             if job is not None:
                 job.cancel()
-            run.set_tags({"reason": "interrupted"})
-            run.end("FAILED")
-            trial.set_user_attr("reason", "interrupted: the driver was stopped")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self._interrupted(study, trial, run)
             raise
-        self._finish(study, trial, run, outcome, job)
-        return None
-
-    def _watch(self, trial: optuna.Trial, job: Job, run: RunRecorder, done: int,
-               plan: TrialPlan) -> tuple[bool, list[dict[str, Any]]]:
         assert job.events_path is not None
-        tail = EventTail(job.events_path)
-        events: list[dict[str, Any]] = []
-        beat = time.time()
-        self.progress.update(done, trial.number, None, None,
+        self.progress.update(self._counted(study), trial.number, None, None,
                              f"{plan.derived['world_size']} ranks × "
                              f"{plan.config['intra_op_threads']} threads, batch "
-                             f"{plan.derived['global_batch']}")
-        while True:
-            finished = job.poll().finished
-            for event in tail.poll():
-                events.append(event)
-                if event.get("event") != "epoch":
-                    continue
-                run.log_epoch(event)
-                acc = event.get("val_accuracy")
-                self.progress.update(done, trial.number, int(event["epoch"]), acc)
-                if acc is None:
-                    continue
-                trial.report(intermediate_value(float(acc)), int(event["epoch"]))
-                if not finished and trial.should_prune():
-                    job.cancel()
-                    return True, events + tail.poll()
-            if finished:
-                return False, events
-            if time.time() - beat > HEARTBEAT_S:
-                trial.set_user_attr("heartbeat", time.time())
-                beat = time.time()
-            time.sleep(0.5)
+                             f"{plan.derived['global_batch']}"
+                             + (f" on {plan.derived['hosts']}" if len(self.s.hosts) > 1 else ""))
+        return _Active(trial, plan, run, job, hosts, EventTail(job.events_path),
+                       last_event=time.time(), done=self._counted(study))
+
+    def _poll(self, a: _Active) -> TrialOutcome | None:
+        """Follow one running trial: log epochs, report, prune, detect a stall; its outcome once
+        it has ended (None while it runs)."""
+        finished = a.job.poll().finished
+        for event in a.tail.poll():
+            a.events.append(event)
+            a.last_event = time.time()
+            if event.get("event") != "epoch":
+                continue
+            a.run.log_epoch(event)
+            acc = event.get("val_accuracy")
+            self.progress.update(a.done, a.trial.number, int(event["epoch"]), acc)
+            if acc is None:
+                continue
+            a.trial.report(intermediate_value(float(acc)), int(event["epoch"]))
+            if not finished and a.trial.should_prune():
+                a.job.cancel()
+                a.events += a.tail.poll()
+                return self._outcome(a, pruned=True)
+        if finished:
+            return self._outcome(a, pruned=False)
+        silent = time.time() - a.last_event
+        if self.s.stall_timeout_s is not None and silent > self.s.stall_timeout_s:
+            a.job.cancel()
+            a.events += a.tail.poll()
+            outcome = self._outcome(a, pruned=False)
+            return dataclasses.replace(outcome, state="FAILED", reason=(
+                f"stalled: no progress for {silent:.0f}s (--stall-timeout "
+                f"{self.s.stall_timeout_s:g}s); a rank is hung or lost"))
+        return None
+
+    def _outcome(self, a: _Active, *, pruned: bool) -> TrialOutcome:
+        outcome = outcome_from_events(a.events, a.job.state, a.job.returncode, pruned=pruned,
+                                      nodes=len(a.hosts), wall_s=time.time() - a.job.started)
+        killed = killed_rank(a.job.log_tail(200)) if outcome.state == "FAILED" else None
+        if killed and not any(e.get("event") == "failed" for e in a.events):
+            outcome = dataclasses.replace(outcome, reason=killed)
+        return outcome
+
+    def _interrupted(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder) -> None:
+        run.set_tags({"reason": "interrupted"})
+        run.end("FAILED")
+        trial.set_user_attr("reason", "interrupted: the driver was stopped")
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def _finish(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
                 outcome: TrialOutcome, job: Job | None) -> None:
@@ -467,3 +561,114 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 __all__ += ["best_trial", "make_pruner", "make_sampler", "run_name", "spent_node_s"]
+
+
+@dataclass
+class _Asked:
+    """A trial asked and planned, not yet launched (it may wait for free nodes)."""
+
+    trial: optuna.Trial
+    plan: TrialPlan
+    run: RunRecorder
+
+
+@dataclass
+class _Active:
+    """A launched trial the loop is following."""
+
+    trial: optuna.Trial
+    plan: TrialPlan
+    run: RunRecorder
+    job: Job
+    hosts: list[HostInfo]
+    tail: EventTail
+    last_event: float
+    done: int
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+_SIGNALLED = re.compile(r"process rank (\d+) with PID \d+ on node (\S+) exited on signal "
+                        r"(\d+)(?: \(([^)]*)\))?")
+
+
+def killed_rank(log: str) -> str | None:
+    """A reason from Open MPI's report of a rank that died on a signal (e.g. SIGKILL)."""
+    found = _SIGNALLED.search(log)
+    if found is None:
+        return None
+    rank, node, sig, name = found.groups()
+    return (f"rank {rank} on {node} was killed by signal {sig}"
+            f"{f' ({name})' if name else ''}; mpirun ended the job")
+
+
+def running_elsewhere(study: optuna.Study, stale_after_s: float) -> int:
+    """Live RUNNING trials of other drivers (a stale one does not count)."""
+    me = (socket.gethostname(), os.getpid())
+    now, count = time.time(), 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        driver = t.user_attrs.get("driver") or {}
+        if (driver.get("host"), driver.get("pid")) == me:
+            continue
+        if stale_reason(t, now=now, stale_after_s=stale_after_s) is None:
+            count += 1
+    return count
+
+
+def backfill_mlflow(study: optuna.Study, tracker: Tracker, parent: RunRecorder,
+                    log: Callable[[str], None]) -> int:
+    """Give every finished trial its complete MLflow child run (after the store was down).
+
+    A trial finished while the store was unavailable has no run, or one that was never ended;
+    it is rebuilt from Optuna (params, derived values, final metrics, reason) and its trial folder
+    (per-epoch metrics from ``events.jsonl``, ``config.yaml``, ``argv.txt``). Returns the count.
+    """
+    if tracker.down is not None or parent.run_id is None:
+        return 0
+    runs = tracker.trial_runs(parent.run_id)
+    filled = 0
+    for t in study.get_trials(deepcopy=False):
+        if not t.state.is_finished() or tracker.down is not None:
+            continue
+        run = runs.get(t.number)
+        if run is not None and run.data.tags.get("state"):
+            continue
+        if run is None:
+            rec = tracker.child(parent.run_id, str(t.user_attrs.get("run_name")
+                                                  or f"trial-{t.number:03d}"),
+                                {"optuna.trial": t.number, "mcnn.study": study.study_name,
+                                 "mcnn.backfilled": "true"})
+            rec.log_params({**t.params, **(t.user_attrs.get("derived") or {})})
+            if t.user_attrs.get("config"):
+                rec.log_text(yaml.safe_dump(t.user_attrs["config"], sort_keys=False),
+                             "config.yaml")
+        else:
+            rec = tracker.recorder(run.info.run_id)
+        folder = Path(str((t.user_attrs.get("job") or {}).get("workdir", "")))
+        events_path = folder / "events.jsonl"
+        if events_path.is_file() and (run is None or not run.data.metrics):
+            for line in events_path.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "epoch":
+                    rec.log_epoch(event)
+        if str(folder) not in ("", "."):
+            rec.log_files([folder / "config.yaml", folder / "argv.txt", events_path])
+        keys = ("tta_s", "startup_s", "tta_wall_s", "best_val_accuracy",
+                "median_images_per_sec", "node_hours", "wall_s", "epochs")
+        rec.log_metrics({k: t.user_attrs.get(k) for k in keys})
+        state = str(t.user_attrs.get("state") or {"COMPLETE": "COMPLETED", "PRUNED": "PRUNED"}
+                    .get(t.state.name, "FAILED"))
+        rec.set_tags({"reason": t.user_attrs.get("reason", "recorded while MLflow was down")})
+        rec.end(state)
+        if tracker.down is None:
+            filled += 1
+    if filled:
+        log(f"back-filled {filled} MLflow run(s) of trials finished while the store was "
+            "unavailable")
+    return filled
+
+
+__all__ += ["backfill_mlflow", "killed_rank", "running_elsewhere"]
+

@@ -20,6 +20,7 @@ every dimension of a space; :func:`build_plan` is pure and turns those values in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from launchers.base import Resources
 from launchers.hosts import HostInfo
 from search_spaces.space import Dimension, SearchSpace
 
-__all__ = ["TrialPlan", "build_plan", "deep_merge", "render_schedule", "sample_params"]
+__all__ = ["TrialPlan", "build_plan", "deep_merge", "place", "render_schedule", "sample_params"]
 
 _SCHEDULE_KEYS = ("peak_lr", "first_decay_epoch", "decay_every_epochs", "decay_phases",
                   "decay_factor")
@@ -217,3 +218,20 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     }
     return TrialPlan(params=p, config=validated.to_dict(), resources=resources, derived=derived,
                      constraints=constraints, reasons=reasons)
+
+
+def place(plan: TrialPlan, hosts: Sequence[HostInfo]) -> TrialPlan:
+    """The same plan on a given slice of the host pool (its config, resources and params agree).
+
+    Raises:
+        ValueError: the plan is infeasible or ``hosts`` is not the size it needs.
+    """
+    if plan.resources is None or len(hosts) != plan.resources.nodes:
+        raise ValueError(f"cannot place a plan needing {plan.derived.get('nodes')} node(s) on "
+                         f"{len(hosts)} host(s)")
+    names = [h.name for h in hosts]
+    config = deep_merge(plan.config, {"layout": {"hosts": names}})
+    resources = dataclasses.replace(plan.resources, hosts=tuple(names))
+    return dataclasses.replace(plan, config=config, resources=resources,
+                               derived={**plan.derived, "hosts": ",".join(names)})
+

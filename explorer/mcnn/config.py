@@ -105,7 +105,7 @@ class OptimizerConfig(_Strict):
 class FaultConfig(_Strict):
     """Deliberate faults, for testing the explorer's failure handling. Never set in real runs."""
 
-    kind: Literal["raise", "nan", "hang", "exit"]
+    kind: Literal["raise", "nan", "hang", "exit", "kill"]
     rank: int = Field(0, ge=0)
     at_step: int = Field(0, ge=0)
 
@@ -161,6 +161,9 @@ class TrainConfig(_Strict):
     seed: int = 0
     comm: Literal["auto", "horovod", "local"] = "auto"
     events: Path | None = None
+    # rank 0 writes a ``progress`` event at most this often inside an epoch: the driver's stall
+    # detector reads a silent events file as a hung job (e.g. a rank stuck in a collective)
+    progress_every_s: float = Field(30.0, gt=0.0)
     fault: FaultConfig | None = None
     layout: LayoutConfig | None = None
 

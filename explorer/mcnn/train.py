@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 import traceback
@@ -72,6 +73,8 @@ def _inject_fault(cfg: Any, rank: int, step: int) -> float:
             time.sleep(3600)
     if f.kind == "exit":
         os._exit(9)
+    if f.kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
     return float("nan")
 
 
@@ -141,6 +144,7 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
 
     max_steps = cfg.max_steps or int(np.ceil(cfg.max_epochs * steps_per_epoch))
     step, epoch, best, tta_s, first_step_s = 0, 0, 0.0, None, 0.0
+    last_progress = clock
     reason = "max_epochs" if cfg.max_steps is None else "max_steps"
     while step < max_steps:
         epoch += 1
@@ -157,6 +161,9 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
                 raise NanLoss(f"loss is {loss} at step {step} (lr {lr:g})")
             losses.append(loss)
             step += 1
+            if time.time() - last_progress >= cfg.progress_every_s:
+                last_progress = time.time()
+                events.emit("progress", epoch=epoch, step=step, elapsed_s=last_progress - clock)
         train_s = time.time() - t0
         val_acc, eval_s = None, 0.0
         if cfg.eval:

@@ -79,7 +79,7 @@ def quiet_libraries() -> None:
 def _launch(args: argparse.Namespace) -> int:
     from explorer.driver import StudyDriver, StudySettings, best_trial
     from explorer.progress import ProgressLine
-    from explorer.tracking import ui_command
+    from explorer.tracking import mask_url, ui_command
     from launchers import MpirunLauncher
 
     if not _STUDY_NAME.match(args.study):
@@ -119,7 +119,8 @@ def _launch(args: argparse.Namespace) -> int:
     quiet_libraries()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
     print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "
-          f"{settings.storage}, tracking {settings.tracking_uri}, runs in {workdir}", flush=True)
+          f"{mask_url(settings.storage)}, tracking {mask_url(settings.tracking_uri)}, runs in "
+          f"{workdir}", flush=True)
     study = driver.run()
     best = best_trial(study)
     print()
@@ -140,11 +141,12 @@ def _launch(args: argparse.Namespace) -> int:
     report = _write_report(study, settings)
     if report is not None:
         print(f"report:     {report}")
-    print(f"MLflow UI:  mcnn-explore ui --tracking-uri {settings.tracking_uri} --study "
-          f"{args.study}")
-    print(f"            (or: {ui_command(settings.tracking_uri)})")
+    # passwords stay masked: the user fills in their own (or uses ~/.pgpass / env)
+    print(f"MLflow UI:  mcnn-explore ui --tracking-uri {mask_url(settings.tracking_uri)} "
+          f"--study {args.study}")
+    print(f"            (or: {ui_command(mask_url(settings.tracking_uri))})")
     print(f"export:     mcnn-explore study export --study {args.study} --storage "
-          f"{settings.storage} --format yaml --out best.yaml")
+          f"{mask_url(settings.storage)} --format yaml --out best.yaml")
     return 0
 
 

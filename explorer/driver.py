@@ -191,7 +191,10 @@ class StudyDriver:
         config_from_dict(self.base, f"base of {self.s.space}")  # fail fast, in-process
         self.s.workdir.mkdir(parents=True, exist_ok=True)
         base_path = self.s.workdir / "base_config.yaml"
-        base_path.write_text(yaml.safe_dump(self.base, sort_keys=False))
+        # atomically: another driver of a shared study may be writing the same file
+        partial = base_path.with_name(f".base_config.{os.getpid()}.yaml")
+        partial.write_text(yaml.safe_dump(self.base, sort_keys=False))
+        os.replace(partial, base_path)
         self.log(f"preparing shards for {self.s.data_root} ...")
         argv = [sys.executable, "-m", "explorer.cli", "data", "prepare", "--config",
                 str(base_path), "--json"]

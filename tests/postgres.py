@@ -1,0 +1,101 @@
+"""A private, throw-away PostgreSQL server for the shared-study tests.
+
+Debian's ``postgresql`` package (installed by ``scripts/setup.sh --with-test-deps``) gives the
+server binaries; this module runs its own cluster in a temporary folder on a free localhost port
+with password authentication, creates databases, and stops it afterwards. As root the server runs
+as the ``postgres`` user (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PostgresServer", "bin_dir", "postgres_server"]
+
+
+def bin_dir() -> Path | None:
+    """The newest ``/usr/lib/postgresql/<N>/bin`` with ``initdb`` and ``pg_ctl``, if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    user: str
+    password: str
+    bindir: Path
+    socket_dir: Path
+
+    def url(self, database: str) -> str:
+        return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}")
+
+    def createdb(self, name: str) -> str:
+        """Create database ``name`` and return its SQLAlchemy URL."""
+        subprocess.run([str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),  # noqa: S603 - argv list
+                        "-U", self.user, name], check=True, timeout=60, capture_output=True,
+                       env={**os.environ, "PGPASSWORD": self.password})
+        return self.url(name)
+
+
+def _as_server_user(argv: Sequence[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return list(argv)
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a private PostgreSQL cluster; always stop it and delete its files afterwards."""
+    bindir = bin_dir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL server binaries not found under /usr/lib/postgresql; "
+                           "install Debian's postgresql package (scripts/setup.sh "
+                           "--with-test-deps does)")
+    root = Path(tempfile.mkdtemp(prefix="mcnn-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    password = secrets.token_hex(12)
+    (root / "pw").write_text(password + "\n")
+    if os.geteuid() == 0:
+        pg = pwd.getpwnam("postgres")
+        for path in (root, sock, root / "pw"):
+            os.chown(path, pg.pw_uid, pg.pw_gid)
+    port = _free_port()
+    server = PostgresServer(port, "mcnn", password, bindir, sock)
+    started = False
+    try:
+        subprocess.run(_as_server_user([  # noqa: S603 - argv list
+            str(bindir / "initdb"), "-D", str(data), "-U", "mcnn", "--pwfile", str(root / "pw"),
+            "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8",
+            "--no-sync"]), check=True, timeout=120, capture_output=True)
+        options = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c max_connections=200")
+        subprocess.run(_as_server_user([  # noqa: S603 - argv list
+            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o",
+            options, "-w", "-t", "60", "start"]), check=True, timeout=90, capture_output=True)
+        started = True
+        yield server
+    finally:
+        if started:
+            subprocess.run(_as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-m",  # noqa: S603 - argv list
+                                            "immediate", "-w", "-t", "30", "stop"]),
+                           check=False, timeout=60, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

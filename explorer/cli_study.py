@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from explorer import preflight
 from explorer.errors import ConfigError
 
 __all__ = ["absolute_sqlite", "add_commands", "quiet_libraries"]
@@ -94,13 +95,11 @@ def _launch(args: argparse.Namespace) -> int:
     if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
         raise ConfigError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
     data = Path(args.data)
-    if not (data / "BBBC021_v1_image.csv").is_file():
-        raise ConfigError(f"--data {args.data!r}: no BBBC021_v1_image.csv there; expected a "
-                          "BBBC021 tree (see 'mcnn-explore data synth')")
+    preflight.check_data_root(data)
     if args.launcher == "slurm":
         from launchers.slurm import SlurmLauncher
 
-        launcher: Any = SlurmLauncher()
+        launcher: Any = SlurmLauncher(mpi=args.srun_mpi)
     else:
         launcher = MpirunLauncher()
     workdir = Path(args.workdir or Path("runs") / args.study).resolve()
@@ -118,6 +117,7 @@ def _launch(args: argparse.Namespace) -> int:
         mca=_mca(args.mca))
     quiet_libraries()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
+    preflight.check_launch(settings, driver.space)  # storage, tracking, layout, --workdir
     print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "
           f"{mask_url(settings.storage)}, tracking {mask_url(settings.tracking_uri)}, runs in "
           f"{workdir}", flush=True)
@@ -161,7 +161,9 @@ def _write_report(study: Any, settings: Any) -> Path | None:
         return write_report(study, settings.workdir / "report.html", client,
                             parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
     except Exception as exc:  # the study's results are safe in Optuna/MLflow already
-        print(f"warning: could not write the report: {exc}", file=sys.stderr)
+        why = preflight.scrub(str(exc), settings.tracking_uri)
+        print(f"warning: could not write the report {settings.workdir / 'report.html'}: {why}",
+              file=sys.stderr)
         return None
 
 
@@ -237,6 +239,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--multi-objective", action="store_true",
                    help="minimise TTA and node-hours together (a Pareto front)")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
+    p.add_argument("--srun-mpi", default="pmix", metavar="PLUGIN",
+                   help="with --launcher slurm: srun's --mpi plugin (default pmix; pmi2, ...)")
     p.add_argument("--concurrent-trials", default="auto", metavar="N|auto",
                    help="trials run at once, each on its own hosts (default auto: one per host "
                         "of the pool; trials never share a node)")

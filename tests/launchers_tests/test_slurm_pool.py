@@ -1,0 +1,72 @@
+"""A study inside a (fake) SLURM allocation of two nodes: hosts come from the compressed
+``SLURM_JOB_NODELIST``, two trials run at once under ``srun --nodelist`` on disjoint nodes, and
+their recorded ``srun`` argv match the golden file. ``srun`` is the recording fake (no SLURM
+here); the training job it runs is real (one rank per trial)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from explorer.cli import main
+from tests.launchers_tests.test_slurm import check_golden
+from tests.launchers_tests.test_slurm import fake_slurm as fake_slurm
+
+pytestmark = [pytest.mark.slow]
+
+SPACE = """
+name: slurm-pool
+base:
+  max_epochs: 2
+  comm: local
+  data: {image_size: [64, 80], normalize: standardize}
+  schedule: {warmup_epochs: 0.5}
+dimensions:
+  peak_lr: {float: [0.01, 0.03], log: true}
+  per_worker_batch: {choices: [8]}
+  ranks_per_node: {choices: [1]}
+  threads_per_rank: {choices: [1]}
+  binding: {choices: [none]}
+constraints: {min_updates_per_epoch: 2, max_global_batch: 64}
+"""
+
+
+def test_study_in_an_allocation_runs_trials_on_disjoint_nodes(fake_slurm, synth_tree,
+                                                              tmp_path, monkeypatch):
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "cn[07-08]")
+    monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "2(x2)")
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert main(["study", "launch", "--space", str(space), "--data", str(synth_tree),
+                 "--study", "sp", "--storage", storage, "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'mlflow.db'}", "--trials", "2", "--seed", "0",
+                 "--target-accuracy", "0.99", "--trial-timeout", "300", "--pruner", "none",
+                 "--launcher", "slurm", "--srun-mpi", "pmi2"]) == 0
+    trials = optuna.load_study(study_name="sp", storage=storage).trials
+    assert [t.user_attrs["state"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    calls = fake_slurm.calls("srun")
+    assert len(calls) == 2
+    # the two trials overlapped in time, each on its own node of the allocation
+    spans = []
+    for t in trials:
+        events = [json.loads(x) for x in
+                  Path(t.user_attrs["job"]["workdir"], "events.jsonl").read_text().splitlines()]
+        spans.append((events[0]["time"], events[-1]["time"]))
+    (s0, e0), (s1, e1) = spans
+    assert s1 < e0 and s0 < e1, "the two trials did not run at once"
+    assert sorted(t.user_attrs["derived"]["hosts"] for t in trials) == ["cn07", "cn08"]
+    normalized = []
+    for call in sorted(calls, key=lambda c: c["argv"][-3]):  # by --config path: trial order
+        argv = [a.replace(str(tmp_path), "TMP").replace(sys.executable, "PYTHON")
+                for a in call["argv"]]
+        argv[0] = "srun"
+        normalized.append("\n".join(argv))
+    check_golden("srun_pool_two_trials.txt", "\n--\n".join(normalized) + "\n")

@@ -1,7 +1,8 @@
 """``mcnn-explore``: the command line.
 
 Subcommands register themselves in :data:`COMMANDS` (name → (setup, run)); user errors print one
-line (``error: ...``) and exit 2, without a traceback.
+line (``error: ...``) and exit 2, without a traceback; so do failures of the environment (a job
+that cannot start, a full or read-only disk), with exit 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from explorer.errors import UserError
+from explorer.errors import LaunchError, UserError, os_error_message
 
 __all__ = ["main"]
 
@@ -65,7 +66,9 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from explorer.mcnn.shards import prepare_shards
 
     cfg = load_config(args.config)
-    shards = prepare_shards(cfg.data, log=None if args.json else print)
+    # with --json, stdout holds only the summary: messages (e.g. a rebuild) go to stderr
+    shards = prepare_shards(cfg.data, verify="full", log=(
+        lambda message: print(message, file=sys.stderr)) if args.json else print)
     if args.json:
         print(json.dumps({"path": str(shards.path), "n_train": shards.n_train,
                           "n_val": shards.n_val, "classes": shards.classes,
@@ -135,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -64,6 +64,19 @@ def _mca(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _exit_on_sigterm() -> None:
+    """``kill`` (SIGTERM) stops a study like Ctrl-C: running trials are cancelled with their
+    whole MPI tree and recorded FAILED ("interrupted") before the driver exits."""
+    import signal
+    import threading
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def quiet_libraries() -> None:
     """Keep Optuna's and MLflow's INFO chatter out of the progress output."""
     import logging
@@ -116,6 +129,7 @@ def _launch(args: argparse.Namespace) -> int:
         stall_timeout_s=None if args.stall_timeout == 0 else args.stall_timeout,
         mca=_mca(args.mca))
     quiet_libraries()
+    _exit_on_sigterm()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
     preflight.check_launch(settings, driver.space)  # storage, tracking, layout, --workdir
     print(f"study {args.study!r}: space {args.space}, {args.trials} trials, storage "

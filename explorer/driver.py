@@ -307,8 +307,11 @@ class StudyDriver:
                     for a in active:
                         a.trial.set_user_attr("heartbeat", time.time())
                     beat = time.time()
-                stop = self._stop_reason(study, started, len(active) + (waiting is not None))
-                if waiting is None and stop is None and len(active) < concurrency:
+                room = waiting is None and len(active) < concurrency
+                # (the stop check reads every trial: only when a trial could start or none runs)
+                stop = self._stop_reason(study, started, len(active) + (waiting is not None)) \
+                    if room or not active else "wait"
+                if room and stop is None:
                     asked = self._ask(study, tracker, parent, n_train)
                     if isinstance(asked, str):
                         infeasible_run += 1

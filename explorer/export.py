@@ -28,17 +28,22 @@ FORMATS = ("yaml", "mpirun", "sbatch")
 
 
 def load_study(name: str, storage: str) -> optuna.Study:
-    """Open an existing study; a missing storage file or study name is a clear error."""
+    """Open an existing study; a missing storage file, an unreachable database or a missing study
+    name is a clear error (the URL's password masked)."""
+    from explorer.preflight import check_storage
+    from explorer.tracking import mask_url
+
     if storage.startswith("sqlite:///"):
         path = Path(storage[len("sqlite:///"):])
         if not path.is_file():
             raise ConfigError(f"no Optuna storage at {str(path)!r} (from --storage {storage!r}); "
                               "pass the storage URL the study was launched with")
+    check_storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = optuna.get_all_study_names(storage=storage)
-        raise ConfigError(f"no study named {name!r} in {storage}; it holds "
+        raise ConfigError(f"no study named {name!r} in {mask_url(storage)}; it holds "
                           f"{', '.join(map(repr, names)) or 'no study'}") from None
 
 

@@ -80,7 +80,7 @@ def read_hostfile(path: str | Path) -> list[HostInfo]:
         try:
             validate_hostname(name)
         except ConfigError as exc:
-            raise ConfigError(f"{path}:{lineno}: {exc}") from None
+            raise ConfigError(f"{path}:{lineno}: {exc}; the line reads {line!r}") from None
         slots = local.cores
         for opt in opts:
             key, _, value = opt.partition("=")

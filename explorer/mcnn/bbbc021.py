@@ -26,6 +26,7 @@ __all__ = [
     "MOA_CSV",
     "Dataset",
     "ImageRecord",
+    "check_images",
     "conc_key",
     "load_metadata",
     "read_channels",
@@ -227,7 +228,8 @@ def read_channels(record: ImageRecord) -> np.ndarray:
     """Read the three channel TIFFs of ``record`` and stack them into an H×W×3 array.
 
     Raises:
-        DataError: a missing or unreadable TIFF, a non-2-D image, or channels of different shape.
+        DataError: a missing or unreadable TIFF, a non-2-D or non-numeric image, NaN or infinite
+            pixels, or channels of different shape.
     """
     import tifffile
 
@@ -239,10 +241,9 @@ def read_channels(record: ImageRecord) -> np.ndarray:
             plane = tifffile.imread(path)
         except Exception as exc:  # tifffile raises many types for corrupt files
             raise DataError(f"cannot read TIFF {path}: {exc}") from None
-        if plane.ndim != 2:
-            raise DataError(f"TIFF {path} has shape {plane.shape}; expected one 2-D greyscale plane")
-        if plane.dtype.kind not in "uif":
-            raise DataError(f"TIFF {path} has dtype {plane.dtype}; expected integer or float pixels")
+        _check_plane(path, plane.shape, plane.dtype)
+        if plane.dtype.kind == "f" and not np.isfinite(plane).all():
+            raise DataError(f"TIFF {path} has NaN or infinite pixels; expected finite intensities")
         planes.append(plane)
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
@@ -250,3 +251,54 @@ def read_channels(record: ImageRecord) -> np.ndarray:
             f"channels of ImageNumber {record.image_number} differ in shape: {sorted(shapes)}"
         )
     return np.stack(planes, axis=-1)
+
+
+def _check_plane(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if len(shape) != 2:
+        raise DataError(f"TIFF {path} has shape {shape}; expected one 2-D greyscale plane")
+    if dtype.kind not in "uif":
+        raise DataError(f"TIFF {path} has dtype {dtype}; expected integer or float pixels")
+
+
+def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a TIFF's first image series, from its header (no pixel is decoded)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), np.dtype(series.dtype)
+    except FileNotFoundError:
+        raise DataError(f"missing TIFF {path}") from None
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise DataError(f"cannot read TIFF {path}: {exc}") from None
+
+
+def check_images(records: list[ImageRecord]) -> tuple[int, int]:
+    """Check every TIFF header of ``records``: one 2-D integer/float plane, all the same size.
+
+    Cheap (headers only), so a bad file is reported before any image is processed.
+
+    Returns:
+        The common (height, width).
+
+    Raises:
+        DataError: a missing or unreadable TIFF, a multi-channel or non-numeric one, or one whose
+            size differs from the tree's (named with the first image, the reference).
+    """
+    size: tuple[int, ...] | None = None
+    first: Path | None = None
+    for record in records:
+        for path in record.paths:
+            shape, dtype = _tiff_header(path)
+            _check_plane(path, shape, dtype)
+            if size is None:
+                size, first = shape, path
+            elif shape != size:
+                raise DataError(
+                    f"TIFF {path} is {shape[0]}x{shape[1]} pixels, but {first} (the first image) "
+                    f"is {size[0]}x{size[1]}; expected every TIFF of the tree to have the same size"
+                )
+    if size is None:
+        raise DataError("no image to check: the split holds no annotated image")
+    return size[0], size[1]

@@ -1,9 +1,10 @@
 """JSON-lines job events: the only channel from a running job to the explorer.
 
-Kinds: ``start``, ``epoch``, ``target_reached``, ``done``, ``failed``. Every line is one
-``write()`` of a complete JSON object plus ``\\n`` on a file opened in append mode, flushed
-immediately, so the file stays valid JSONL if the job is killed; a reader ignores a trailing partial
-line until it is complete.
+Kinds: ``start``, ``epoch``, ``progress`` (a heartbeat inside a long epoch), ``target_reached``,
+``done``, ``failed``. Every line is one ``write()`` of a complete JSON object plus ``\\n`` on a file
+opened in append mode, flushed immediately, so the file stays valid JSONL if the job is killed; a
+reader ignores a trailing partial line until it is complete. Only a nearly full disk splits a line
+(a short write): the rest is retried, so the full disk surfaces as ENOSPC.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 __all__ = ["EventTail", "EventWriter", "read_events"]
 
-KINDS = ("start", "epoch", "target_reached", "done", "failed")
+KINDS = ("start", "epoch", "progress", "target_reached", "done", "failed")
 
 
 def _clean(value: Any) -> Any:
@@ -46,13 +47,21 @@ class EventWriter:
             raise ValueError(f"event kind must be one of {KINDS}, got {kind=}")
         record = {"event": kind, "time": time.time(), "rank": self.rank, **_clean(fields)}
         if self._fd is not None:
-            os.write(self._fd, (json.dumps(record, allow_nan=False) + "\n").encode())
+            _write_all(self._fd, (json.dumps(record, allow_nan=False) + "\n").encode())
         return record
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte: a nearly full disk takes part of a line (a short write) and refuses the
+    rest with ENOSPC, which must surface rather than leave a silently truncated event."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:

@@ -6,6 +6,12 @@ The cache key hashes both CSVs, the data root and every option that changes the 
 that share data and options share shards. Concurrent builders (ranks, parallel trials) take a file
 lock; the first builds into a temporary folder and renames it into place, the others reuse it.
 
+Every TIFF header is checked first (one 2-D plane, the same size everywhere), so a bad file is named
+before any image is processed. The manifest records each shard's size and SHA-256: a cache hit
+checks the sizes (cheap, on every job's start-up), ``verify="full"`` (``mcnn-explore data
+prepare``, run once by every ``study launch``) also the checksums, and a damaged cache — a missing,
+truncated or altered shard, an unreadable manifest — is discarded and rebuilt.
+
 Record layout (``tf.train.Example``): ``image`` (raw uint8 H×W×3 bytes), ``label`` (int64),
 ``image_number`` (int64).
 """
@@ -20,18 +26,26 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from explorer.errors import DataError
-from explorer.mcnn.bbbc021 import IMAGE_CSV, MOA_CSV, ImageRecord, load_metadata, read_channels
+from explorer.mcnn.bbbc021 import (
+    IMAGE_CSV,
+    MOA_CSV,
+    ImageRecord,
+    check_images,
+    load_metadata,
+    read_channels,
+)
 from explorer.mcnn.config import DataConfig
 from explorer.mcnn.splits import split
 
-__all__ = ["ShardSet", "default_cache_dir", "percentile_scale", "prepare_shards"]
+__all__ = ["ShardSet", "damage", "damaged_message", "default_cache_dir", "percentile_scale",
+           "prepare_shards"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records every shard's size and SHA-256
 PERCENTILES = (0.1, 99.9)
 RECORDS_PER_SHARD = 512
 
@@ -88,12 +102,22 @@ def _box_blur(a: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _illumination_functions(records: list[ImageRecord]) -> dict[str, np.ndarray]:
+def _read(record: ImageRecord, size: tuple[int, int]) -> np.ndarray:
+    """The record's H×W×3 float32 image; its size must be the tree's (checked from the headers)."""
+    img = read_channels(record).astype(np.float32)
+    if img.shape[:2] != size:
+        raise DataError(f"TIFF {record.paths[0]} is {img.shape[0]}x{img.shape[1]} pixels; expected "
+                        f"{size[0]}x{size[1]} like the other images of the tree")
+    return img
+
+
+def _illumination_functions(records: list[ImageRecord], size: tuple[int, int]
+                            ) -> dict[str, np.ndarray]:
     """Per plate: the smoothed mean image, normalised to mean 1 per channel."""
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
     for r in records:
-        img = read_channels(r).astype(np.float32)
+        img = _read(r, size)
         sums[r.plate] = sums[r.plate] + img if r.plate in sums else img
         counts[r.plate] += 1
     out = {}
@@ -144,8 +168,8 @@ def _example(img: np.ndarray, label: int, number: int) -> bytes:
 
 
 def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: dict[str, int],
-                size: tuple[int, int], illum: dict[str, np.ndarray] | None
-                ) -> tuple[list[str], np.ndarray]:
+                size: tuple[int, int], illum: dict[str, np.ndarray] | None,
+                source: tuple[int, int]) -> tuple[list[str], np.ndarray]:
     """Write one part; return its file names and per-channel [sum, sum of squares, count]."""
     import tensorflow as tf
 
@@ -155,7 +179,7 @@ def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: d
     moments = np.zeros((3, 3))
     try:
         for i, r in enumerate(records):
-            img = read_channels(r).astype(np.float32)
+            img = _read(r, source)
             if illum is not None:
                 ifunc = illum[r.plate]
                 if ifunc.shape != img.shape:
@@ -173,8 +197,60 @@ def _write_part(out: Path, part: str, records: list[ImageRecord], class_index: d
     return names, moments
 
 
-def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def damage(path: Path, *, full: bool = False) -> str | None:
+    """What is wrong with the built cache at ``path``, or None when it is intact.
+
+    Checks the manifest and every shard's size; with ``full`` also every shard's SHA-256.
+    """
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        names = [*manifest["train_files"], *manifest["val_files"]]
+        expected = {name: (int(files[name]["bytes"]), str(files[name]["sha256"]))
+                    for name in names}
+    except FileNotFoundError:
+        return f"no {path / 'manifest.json'}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable {path / 'manifest.json'} ({type(exc).__name__}: {exc})"
+    for name, (size, digest) in expected.items():
+        shard = path / name
+        try:
+            actual = shard.stat().st_size
+        except OSError:
+            return f"shard {shard} is missing"
+        if actual != size:
+            return f"shard {shard} has {actual} bytes, the manifest says {size}"
+        if full and _sha256(shard) != digest:
+            return f"shard {shard} does not match its SHA-256 checksum"
+    return None
+
+
+def damaged_message(path: Path, detail: str) -> str:
+    """The one-line error of a job that read a damaged shard of the cache at ``path``."""
+    return (f"shard cache {path} is damaged ({detail}); delete that folder, or run 'mcnn-explore "
+            "data prepare' on this config (every study launch does): it checks each shard and "
+            "rebuilds a damaged cache")
+
+
+def _discard(final: Path) -> None:
+    """Move a damaged cache out of the way (atomically), then delete it."""
+    if not final.exists():
+        return
+    broken = final.with_name(f"{final.name}.damaged-{os.getpid()}")
+    os.replace(final, broken)
+    shutil.rmtree(broken, ignore_errors=True)
+
+
+def prepare_shards(cfg: DataConfig, *, log: Any = None,
+                   verify: Literal["size", "full"] = "size") -> ShardSet:
     """Return the shard cache for ``cfg``, building it first if needed (safe to call concurrently).
+
+    A cache that fails the ``verify`` check (:func:`damage`) is rebuilt, with a message to ``log``.
 
     Raises:
         DataError / ConfigError: from the loader and the split (missing CSV, TIFF, bad fold ...).
@@ -182,7 +258,9 @@ def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     key = _cache_key(cfg)
     final = cache / key
-    if (final / "manifest.json").is_file():  # hit: no CSV parsing on the job's start-up path
+    full = verify == "full"
+    # hit: no CSV parsing on the job's start-up path
+    if final.is_dir() and damage(final, full=full) is None:
         return ShardSet.load(final)
     dataset = load_metadata(cfg.root, drop_dmso=cfg.drop_dmso)
     parts = split(dataset, cfg.split.protocol, val_fraction=cfg.split.val_fraction,
@@ -190,30 +268,44 @@ def prepare_shards(cfg: DataConfig, *, log: Any = None) -> ShardSet:
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "manifest.json").is_file():
+        problem = damage(final, full=full) if final.is_dir() else None
+        if final.is_dir() and problem is None:
             return ShardSet.load(final)
-        if log:
-            log(f"building shards {final} ({len(parts.train)} train / {len(parts.val)} val)")
-        tmp = cache / f"{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            illum = (_illumination_functions(parts.train + parts.val)
-                     if cfg.illumination_correction else None)
-            index = dataset.class_index
-            train_files, m = _write_part(tmp, "train", parts.train, index, cfg.image_size, illum)
-            val_files, _ = _write_part(tmp, "val", parts.val, index, cfg.image_size, illum)
-            manifest = {
-                "format": FORMAT_VERSION, "root": str(cfg.root), "split": parts.describe(),
-                "classes": dataset.classes, "image_size": list(cfg.image_size),
-                "n_train": len(parts.train), "n_val": len(parts.val),
-                "train_files": train_files, "val_files": val_files,
-                "channel_mean": (m[0] / m[2]).tolist(),
-                "channel_std": np.sqrt(np.maximum(m[1] / m[2] - (m[0] / m[2]) ** 2, 1e-12)).tolist(),
-                "options": cfg.model_dump(mode="json", exclude={"cache_dir", "augment", "normalize"}),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if problem is not None and log:
+            log(f"shard cache {final} is damaged ({problem}); rebuilding it")
+        _discard(final)
+        _build(cfg, dataset, parts, cache, key, log)
     return ShardSet.load(final)
+
+
+def _build(cfg: DataConfig, dataset: Any, parts: Any, cache: Path, key: str, log: Any) -> None:
+    """Write the shards of ``parts`` into ``cache/key`` (through a temporary folder)."""
+    final = cache / key
+    source = check_images(parts.train + parts.val)
+    if log:
+        log(f"building shards {final} ({len(parts.train)} train / {len(parts.val)} val)")
+    tmp = cache / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        illum = (_illumination_functions(parts.train + parts.val, source)
+                 if cfg.illumination_correction else None)
+        index = dataset.class_index
+        train_files, m = _write_part(tmp, "train", parts.train, index, cfg.image_size, illum,
+                                     source)
+        val_files, _ = _write_part(tmp, "val", parts.val, index, cfg.image_size, illum, source)
+        manifest = {
+            "format": FORMAT_VERSION, "root": str(cfg.root), "split": parts.describe(),
+            "classes": dataset.classes, "image_size": list(cfg.image_size),
+            "n_train": len(parts.train), "n_val": len(parts.val),
+            "train_files": train_files, "val_files": val_files,
+            "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+                      for name in [*train_files, *val_files]},
+            "channel_mean": (m[0] / m[2]).tolist(),
+            "channel_std": np.sqrt(np.maximum(m[1] / m[2] - (m[0] / m[2]) ** 2, 1e-12)).tolist(),
+            "options": cfg.model_dump(mode="json", exclude={"cache_dir", "augment", "normalize"}),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

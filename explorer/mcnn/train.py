@@ -11,7 +11,9 @@ or without MPI (one process, ``comm: local``)::
 
 Reads top to bottom: config → threads → Horovod → shards → model → broadcast → epochs of
 (train steps, evaluation) → events. Only rank 0 writes events (any rank may append ``failed``).
-Exit codes: 0 done, 2 bad config/data, 3 NaN/Inf loss, 1 anything else.
+Exit codes: 0 done, 2 bad config/data (a damaged shard cache too), 3 NaN/Inf loss, 4 its output
+could not be written (disk full, read-only or missing folder: the ``failed`` event may be lost
+too), 1 anything else.
 
 TTA (DESIGN.md §3): the clock starts right before the first training batch is read and stops
 after the evaluation that first reaches ``target_accuracy``; evaluation time is included.
@@ -21,11 +23,13 @@ after the evaluation that first reaches ``target_accuracy``; evaluation time is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ PROCESS_START = time.time()
 # Start-up phase marks (absolute seconds), reported relative to the launch in the start event.
 PHASES: dict[str, float] = {"python_start": PROCESS_START}
 
-EXIT_OK, EXIT_ERROR, EXIT_USER, EXIT_NAN = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USER, EXIT_NAN, EXIT_IO = 0, 1, 2, 3, 4
 
 
 class NanLoss(RuntimeError):
@@ -76,6 +80,35 @@ def _inject_fault(cfg: Any, rank: int, step: int) -> float:
     if f.kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     return float("nan")
+
+
+def _checked(batches: Iterable[Any], shards: Any) -> Iterator[Any]:
+    """Yield from ``batches``; a damaged or vanished shard file becomes a DataError naming the
+    cache and its fix (TensorFlow's DataLossError names neither)."""
+    import re
+
+    import tensorflow as tf
+
+    from explorer.errors import DataError
+    from explorer.mcnn.shards import damaged_message
+
+    try:
+        yield from batches
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
+        text = str(exc.message)
+        found = re.search(r"corrupted record at \d+", text)
+        detail = found.group(0) if found else text.strip().splitlines()[0][:200]
+        raise DataError(damaged_message(shards.path, detail)) from None
+
+
+def _os_failure(exc: OSError) -> tuple[int, str, str]:
+    """Exit code, reason and detail of an OSError: the environment's (EXIT_IO) or a bug's."""
+    from explorer.errors import os_error_message
+
+    message = os_error_message(exc)
+    if message is None:
+        return EXIT_ERROR, "exception", "".join(traceback.format_exception(exc)[-6:])
+    return EXIT_IO, "io_error", message
 
 
 def run(cfg: Any, events: Any, comm: Any) -> int:
@@ -125,9 +158,9 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
         pred = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
         return tf.reduce_sum(tf.cast(tf.equal(pred, labels), tf.float64))
 
-    train_iter = iter(train_dataset(shards, rank=rank, size=size, batch=cfg.per_worker_batch,
-                                    seed=cfg.seed, augment=cfg.data.augment,
-                                    normalize=cfg.data.normalize))
+    train_iter = _checked(train_dataset(shards, rank=rank, size=size, batch=cfg.per_worker_batch,
+                                        seed=cfg.seed, augment=cfg.data.augment,
+                                        normalize=cfg.data.normalize), shards)
     val_ds = val_dataset(shards, rank=rank, size=size, batch=max(cfg.per_worker_batch, 32),
                          augment=cfg.data.augment, normalize=cfg.data.normalize)
     launch = float(os.environ.get("MCNN_LAUNCH_TIME", PROCESS_START))
@@ -169,7 +202,7 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
         if cfg.eval:
             t1 = time.time()
             correct = total = 0.0
-            for images, labels in val_ds:
+            for images, labels in _checked(val_ds, shards):
                 correct += float(eval_step(images, labels))
                 total += int(labels.shape[0])
             correct, total = comm.allreduce_sum(np.array([correct, total]))
@@ -229,17 +262,23 @@ def main(argv: list[str] | None = None) -> int:
         code, reason, detail = EXIT_NAN, "nan_loss", str(exc)
     except UserError as exc:
         code, reason, detail = EXIT_USER, "bad_input", str(exc)
+    except OSError as exc:
+        code, reason, detail = _os_failure(exc)
     except BaseException as exc:
         code, reason, detail = EXIT_ERROR, "exception", "".join(
             traceback.format_exception(exc)[-6:])
     if code != EXIT_OK:
-        print(f"rank {comm.rank}: {reason}: {detail}", file=sys.stderr, flush=True)
         # Every failing rank reports (O_APPEND keeps lines whole). A NaN is seen by every rank
         # (the loss is allreduced), and whichever exits first makes mpirun kill the others, so
-        # no single rank can be relied on to get its line out.
-        EventWriter(events_path, rank=comm.rank).emit(
-            "failed", reason=reason, detail=detail[-2000:])
-        sys.stdout.flush()
+        # no single rank can be relied on to get its line out. On a full or read-only disk
+        # neither line may get out: the exit code (EXIT_IO) still tells.
+        with contextlib.suppress(OSError):
+            print(f"rank {comm.rank}: {reason}: {detail}", file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError):
+            EventWriter(events_path, rank=comm.rank).emit(
+                "failed", reason=reason, detail=detail[-2000:])
+        with contextlib.suppress(OSError):
+            sys.stdout.flush()
         # Never wait for peers that may be stuck in a collective: mpirun tears the job down on a
         # non-zero exit.
         os._exit(code)

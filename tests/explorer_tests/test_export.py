@@ -111,3 +111,31 @@ def test_multi_objective_export_takes_the_fastest_pareto_trial(tmp_path):
     assert best is not None and best.number == 1
     assert export.render_yaml(export.load_study("mo", url)).startswith(
         "# best trial 1 of study 'mo': TTA 20.0s")
+
+
+def test_a_storage_password_is_never_printed_nor_exported(storage, tmp_path, monkeypatch,
+                                                          capsys):
+    """Every command that opens a study by URL, with a PostgreSQL URL holding a password (served
+    here by the sqlite study: no server needed): outputs, messages and written files mask it."""
+    import explorer.preflight
+
+    secret = "hunter2-secret"
+    url = f"postgresql://explorer:{secret}@db.example:5432/studies"
+    sqlite, load, names = storage, optuna.load_study, optuna.get_all_study_names
+    monkeypatch.setattr(explorer.preflight, "check_storage", lambda *args, **kw: None)
+    monkeypatch.setattr(optuna, "load_study",
+                        lambda study_name, storage: load(study_name=study_name, storage=sqlite))
+    monkeypatch.setattr(optuna, "get_all_study_names", lambda storage: names(storage=sqlite))
+    monkeypatch.chdir(tmp_path)
+    for fmt in export.FORMATS:
+        assert main(["study", "export", "--study", "s", "--storage", url, "--format", fmt,
+                     "--out", f"best-{fmt}.out"]) == 0
+    assert main(["study", "export", "--study", "s", "--storage", url, "--format", "mpirun"]) == 0
+    assert main(["study", "status", "--study", "s", "--storage", url]) == 0
+    assert main(["study", "export", "--study", "nope", "--storage", url]) == 2
+    out, err = capsys.readouterr()
+    assert "no study named 'nope' in postgresql://explorer:***@db.example:5432/studies" in err
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".db"]
+    assert len(written) >= 5  # three outputs and the configs the scripts run
+    for text in [out, err, *(p.read_text() for p in written)]:
+        assert secret not in text

@@ -12,6 +12,15 @@ that no job process carrying the tag is still alive (waiting a grace period for 
     def test_something(no_orphans):
         ...  # start studies / jobs in-process or through run_cli
     # the fixture fails the test if a tagged mpirun, orted/prted or rank survives
+
+Without the fixture, diff two snapshots (this also sees other tests' jobs started meanwhile)::
+
+    before = job_processes()
+    ...
+    assert not wait_for_no_new_processes(before)
+
+Only processes forked on this machine inherit the tag; a daemon started through a remote agent
+(ssh, a network namespace) may not, so multi-host tests should diff snapshots as well.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from explorer.cli import main
 from tests.conftest import requires_mpi
-from tests.faults.conftest import job_processes, wait_for_no_new_processes
+from tests.faults.conftest import wait_for_no_new_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
@@ -66,11 +66,10 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes] | None, timeo
     raise AssertionError(f"{path} never held {text!r}")
 
 
-def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree):
+def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree, no_orphans):
     tmp = study_env
     tracking = f"sqlite:///{tmp / 'mlflow.db'}"
     argv = _argv(tmp, synth_tree, 2, "r", tracking, epochs=6)
-    before = job_processes()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,  # noqa: S603
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -86,7 +85,7 @@ def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree):
     assert first[0].state is optuna.trial.TrialState.COMPLETE
     assert first[1].state is optuna.trial.TrialState.RUNNING
     # the orphaned job got SIGTERM with its launcher (PR_SET_PDEATHSIG): no rank survives
-    assert not wait_for_no_new_processes(before, 30), "the killed driver's job survived it"
+    assert not wait_for_no_new_processes([], 30, tag=no_orphans), "the job outlived its driver"
 
     assert main(argv) == 0
     trials = optuna.load_study(study_name="r", storage=storage).trials
@@ -96,7 +95,7 @@ def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree):
     assert trials[1].user_attrs["stale"] and "is gone" in trials[1].user_attrs["reason"]
     assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == first[1].params
     assert trials[2].state.is_finished() and len(trials) == 3
-    assert not wait_for_no_new_processes(before)
+    assert not wait_for_no_new_processes([], tag=no_orphans)
     client = MlflowClient(tracking)
     assert client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FAILED"
     parent = [r for r in client.search_runs([client.get_experiment_by_name("r").experiment_id])
@@ -140,7 +139,8 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(30)
 
 
-def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, synth_tree, capsys):
+def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, synth_tree, capsys,
+                                                                 no_orphans):
     tmp = study_env
     port = _free_port()
     tracking = f"http://127.0.0.1:{port}"
@@ -174,3 +174,22 @@ def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, syn
                 t.user_attrs["best_val_accuracy"])
             history = client.get_metric_history(run.info.run_id, "val_accuracy")
             assert len(history) == t.user_attrs["epochs"]
+
+
+def test_driver_sigterm_cancels_its_trial_and_records_it(study_env, synth_tree, no_orphans):
+    tmp = study_env
+    argv = _argv(tmp, synth_tree, 2, "t", f"sqlite:///{tmp / 'mlflow.db'}", epochs=30)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,  # noqa: S603
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(tmp / "runs" / "trial-0000" / "events.jsonl", '"epoch"', driver, 300)
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert not wait_for_no_new_processes([], 10, tag=no_orphans), "the trial's job survived"
+    (trial,) = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp / 'optuna.db'}").trials
+    assert trial.state is optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["reason"] == "interrupted: the driver was stopped"

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from search_spaces.space import SearchSpace, load_space
 __all__ = ["StudyDriver", "StudySettings", "outcome_from_events"]
 
 HEARTBEAT_S = 15.0
-JOB_EXIT_REASONS = {2: "bad_input", 3: "nan_loss"}
+JOB_EXIT_REASONS = {2: "bad_input", 3: "nan_loss", 4: "io_error"}
 # Infeasible samples are told PRUNED (with positive constraint values): never launched, they must
 # not count as completed trials for pruners' start-up counts, nor ever be the best trial.
 _TELL_STATE = {"COMPLETED": optuna.trial.TrialState.COMPLETE,
@@ -489,9 +490,13 @@ class StudyDriver:
     def _outcome(self, a: _Active, *, pruned: bool) -> TrialOutcome:
         outcome = outcome_from_events(a.events, a.job.state, a.job.returncode, pruned=pruned,
                                       nodes=len(a.hosts), wall_s=time.time() - a.job.started)
-        killed = killed_rank(a.job.log_tail(200)) if outcome.state == "FAILED" else None
-        if killed and not any(e.get("event") == "failed" for e in a.events):
-            outcome = dataclasses.replace(outcome, reason=killed)
+        if outcome.state != "FAILED" or any(e.get("event") == "failed" for e in a.events):
+            return outcome
+        killed = killed_rank(a.job.log_tail(200))
+        if killed:
+            return dataclasses.replace(outcome, reason=killed)
+        if a.job.returncode == 4:  # explorer.mcnn.train.EXIT_IO: it could not write its events
+            return dataclasses.replace(outcome, reason=io_reason(a.job.log_path.parent))
         return outcome
 
     def _interrupted(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder) -> None:
@@ -607,6 +612,16 @@ def killed_rank(log: str) -> str | None:
             f"{f' ({name})' if name else ''}; mpirun ended the job")
 
 
+def io_reason(folder: Path) -> str:
+    """Why a job could not write its events in ``folder`` (its exit code 4)."""
+    try:
+        full = shutil.disk_usage(folder).free < 64 * 1024
+    except OSError:
+        full = False
+    why = "No space left on device" if full else "the folder is not writable"
+    return f"io_error: the job could not write its events in {folder}: {why}"
+
+
 def running_elsewhere(study: optuna.Study, stale_after_s: float) -> int:
     """Live RUNNING trials of other drivers (a stale one does not count)."""
     me = (socket.gethostname(), os.getpid())
@@ -676,5 +691,5 @@ def backfill_mlflow(study: optuna.Study, tracker: Tracker, parent: RunRecorder,
     return filled
 
 
-__all__ += ["backfill_mlflow", "killed_rank", "running_elsewhere"]
+__all__ += ["backfill_mlflow", "io_reason", "killed_rank", "running_elsewhere"]
 

@@ -33,6 +33,7 @@ STUDY_TAG = "mcnn.study"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+_ARTIFACT_METHODS = ("log_artifact", "log_text")
 _MLFLOW_STATUS = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "CANCELLED": "KILLED",
                   "INFEASIBLE": "FINISHED"}
 
@@ -174,13 +175,18 @@ class Tracker:
                                        "custom_model_development")
         return experiment_id
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, method: str = "") -> None:
         if self.down is None:
-            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            from explorer.preflight import scrub
+
+            text = scrub(str(exc).strip(), self.tracking_uri)
+            detail = text.splitlines()[0][:300] if text else ""
             self.down = f"{type(exc).__name__}: {detail}"
-            self.warn(f"the MLflow tracking store {mask_url(self.tracking_uri)} is unavailable "
-                      f"({self.down}); trials are still recorded in Optuna and the missing "
-                      "MLflow records are back-filled on the next `study launch`")
+            what = (f"writing MLflow artifacts of {mask_url(self.tracking_uri)} failed"
+                    if method in _ARTIFACT_METHODS else
+                    f"the MLflow tracking store {mask_url(self.tracking_uri)} is unavailable")
+            self.warn(f"{what} ({self.down}); trials are still recorded in Optuna and the "
+                      "missing MLflow records are back-filled on the next `study launch`")
 
     def guard(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``MlflowClient.<method>``; None (and the tracker marked down) if the store fails."""
@@ -189,7 +195,7 @@ class Tracker:
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except Exception as exc:  # the store failed: record it, go on
-            self._fail(exc)
+            self._fail(exc, method)
             return None
 
     def _search(self, filter_string: str, max_results: int = 1000) -> list[Any]:
@@ -261,7 +267,8 @@ def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this tracking store."""
     import shlex
 
-    return shlex.join(["mlflow", "ui", "--backend-store-uri", tracking_uri, "--port", "5000"])
+    return shlex.join(["mlflow", "ui", "--backend-store-uri", mask_url(tracking_uri), "--port",
+                       "5000"])
 
 
 __all__ += ["ui_command"]

@@ -136,10 +136,6 @@ class TestDiskFillsDuringAStudy:
         assert "No space left on device" in trials[1].user_attrs["reason"]  # its folder: unwritable
         assert_no_job_processes(tag)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "explorer/driver.py does not map the job's exit code 4 (explorer.mcnn.train.EXIT_IO: its "
-        "events could not be written) to a reason, nor look at the trial folder's free space, so the "
-        "trial reads 'failed (exit code 4)'"))
     def test_the_trial_whose_events_hit_the_full_disk_says_so(self, full_disk_study):
         _, storage, _ = full_disk_study
         first = optuna.load_study(study_name="full", storage=storage).trials[0]

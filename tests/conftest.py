@@ -29,6 +29,14 @@ def tree_copy(synth_tree: Path, tmp_path: Path) -> Path:
     return dst
 
 
+@pytest.fixture
+def study_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A study's working directory: ``tmp_path`` as the cwd, with its own shard cache."""
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def real_metadata_dir() -> Path:
     env = os.environ.get("MCNN_REAL_METADATA")
     return Path(env) if env else REAL_METADATA

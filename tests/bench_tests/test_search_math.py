@@ -43,3 +43,12 @@ def test_censored_ratio_is_an_upper_bound_when_the_baseline_never_got_there():
     assert censored_ratio(60.0, 120.0, 300.0) == (0.5, False)
     assert censored_ratio(60.0, math.inf, 300.0) == (0.2, True)
     assert censored_ratio(math.inf, 120.0, 300.0) == (math.inf, False)
+
+
+def test_matched_ratio_uses_the_worse_final_best_as_the_common_target():
+    from bench.search import matched_ratio
+    fast = [(10.0, 9.0), (20.0, 6.0), (30.0, 5.0)]    # final best 5.0
+    slow = [(15.0, 12.0), (40.0, 8.0), (60.0, 7.0)]   # final best 7.0: the common target
+    assert matched_ratio(fast, slow) == 20.0 / 60.0
+    assert matched_ratio(slow, fast) == 60.0 / 20.0
+    assert matched_ratio(fast, [(50.0, math.inf)]) == math.inf

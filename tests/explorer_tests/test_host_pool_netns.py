@@ -15,26 +15,12 @@ from launchers.netns import netns_available, netns_hosts
 from tests.conftest import requires_mpi
 from tests.faults.conftest import no_orphans as no_orphans
 from tests.faults.conftest import wait_for_no_new_processes
+from tests.spaces import write_space
 
 _REASON = netns_available()
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi,
               pytest.mark.skipif(_REASON is not None, reason=f"no netns hosts: {_REASON}")]
 
-SPACE = """
-name: pool
-base:
-  max_epochs: 2
-  data: {image_size: [64, 80], normalize: standardize}
-  schedule: {warmup_epochs: 0.5}
-dimensions:
-  nodes: {int: [1, 3]}
-  peak_lr: {float: [0.01, 0.03], log: true}
-  per_worker_batch: {choices: [8]}
-  ranks_per_node: {choices: [1]}
-  threads_per_rank: {choices: [1]}
-  binding: {choices: [none]}
-constraints: {min_updates_per_epoch: 2, max_global_batch: 64}
-"""
 
 
 def _span(folder: str) -> tuple[float, float, list[str]]:
@@ -48,8 +34,7 @@ def test_pool_runs_trials_at_once_on_disjoint_hosts(synth_tree, tmp_path, monkey
                                                     no_orphans):
     monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_space(tmp_path / "space.yaml", name="pool", ranks=(1,), nodes=(1, 3))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="pool", storage=storage)
     for nodes in (1, 1, 3, 2):  # two at once, one too big for the pool, one across both hosts

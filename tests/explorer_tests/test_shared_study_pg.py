@@ -15,24 +15,11 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import requires_mpi
 from tests.postgres import bin_dir, postgres_server
+from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
 REPO = Path(__file__).resolve().parents[2]
-SPACE = """
-name: shared
-base:
-  max_epochs: 2
-  data: {image_size: [64, 80], normalize: standardize}
-  schedule: {warmup_epochs: 0.5}
-dimensions:
-  peak_lr: {float: [0.01, 0.03], log: true}
-  per_worker_batch: {choices: [8, 16]}
-  ranks_per_node: {choices: [1]}
-  threads_per_rank: {choices: [1]}
-  binding: {choices: [none]}
-constraints: {min_updates_per_epoch: 2, max_global_batch: 64}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +35,7 @@ def pg():
 def test_two_drivers_share_a_postgres_study_without_duplicates_or_losses(pg, synth_tree,
                                                                        tmp_path):
     storage, tracking = pg.createdb("optuna"), pg.createdb("mlflow")
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_space(tmp_path / "space.yaml", name="shared", ranks=(1,), batches=(8, 16))
     argv = [sys.executable, "-m", "explorer.cli", "study", "launch", "--space", str(space),
             "--data", str(synth_tree), "--study", "shared", "--storage", storage,
             "--tracking-uri", tracking, "--trials", "4", "--target-accuracy", "0.99",

@@ -16,37 +16,16 @@ from explorer.mcnn.config import load_config
 from explorer.progress import ProgressLine
 from launchers import MpirunLauncher, detect_local, session_pids
 from tests.conftest import requires_mpi
+from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
 REPO = Path(__file__).resolve().parents[2]
-SPACE = """
-name: two-rank
-base:
-  max_epochs: {epochs}
-  data: {{image_size: [64, 80], normalize: standardize}}
-  schedule: {{warmup_epochs: 0.5}}
-dimensions:
-  peak_lr: {{float: [0.01, 0.03], log: true}}
-  per_worker_batch: {{choices: [8]}}
-  ranks_per_node: {{choices: [2]}}
-  threads_per_rank: {{choices: [1]}}
-  binding: {{choices: [none, core]}}
-constraints: {{min_updates_per_epoch: 2, max_global_batch: 64}}
-"""
-
-
-@pytest.fixture
-def study_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _space(tmp_path, epochs=3):
-    path = tmp_path / "space.yaml"
-    path.write_text(SPACE.format(epochs=epochs))
-    return path
+    return write_space(tmp_path / "space.yaml", name="two-rank", epochs=epochs,
+                       bindings=("none", "core"))
 
 
 def _urls(tmp_path):

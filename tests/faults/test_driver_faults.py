@@ -21,36 +21,16 @@ from mlflow.tracking import MlflowClient
 from explorer.cli import main
 from tests.conftest import requires_mpi
 from tests.faults.conftest import wait_for_no_new_processes
+from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
 REPO = Path(__file__).resolve().parents[2]
-SPACE = """
-name: driver-faults
-base:
-  max_epochs: {epochs}
-  data: {{image_size: [64, 80], normalize: standardize}}
-  schedule: {{warmup_epochs: 0.5}}
-dimensions:
-  peak_lr: {{float: [0.01, 0.03], log: true}}
-  per_worker_batch: {{choices: [8]}}
-  ranks_per_node: {{choices: [2]}}
-  threads_per_rank: {{choices: [1]}}
-  binding: {{choices: [none, core]}}
-constraints: {{min_updates_per_epoch: 2, max_global_batch: 64}}
-"""
-
-
-@pytest.fixture
-def study_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _argv(tmp: Path, data: Path, trials: int, study: str, tracking: str, epochs: int) -> list[str]:
-    space = tmp / "space.yaml"
-    space.write_text(SPACE.format(epochs=epochs))
+    space = write_space(tmp / "space.yaml", name="driver-faults", epochs=epochs,
+                        bindings=("none", "core"))
     return ["study", "launch", "--space", str(space), "--data", str(data), "--study", study,
             "--storage", f"sqlite:///{tmp / 'optuna.db'}", "--tracking-uri", tracking,
             "--trials", str(trials), "--target-accuracy", "0.3", "--trial-timeout", "240",

@@ -21,24 +21,10 @@ from explorer.progress import ProgressLine
 from launchers import MpirunLauncher, detect_local
 from tests.conftest import requires_mpi
 from tests.faults.conftest import wait_for_no_new_processes
+from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
-SPACE = """
-name: faults
-base:
-  max_epochs: {epochs}
-  progress_every_s: 1
-  data: {{image_size: [64, 80], normalize: standardize}}
-  schedule: {{warmup_epochs: 0.5}}
-dimensions:
-  peak_lr: {{float: [0.01, 0.03], log: true}}
-  per_worker_batch: {{choices: [8]}}
-  ranks_per_node: {{choices: [2]}}
-  threads_per_rank: {{choices: [1]}}
-  binding: {{choices: [none]}}
-constraints: {{min_updates_per_epoch: 2, max_global_batch: 64}}
-"""
 
 # fault -> (train-config overrides of the faulty trial, study settings, expected reason)
 FAULTS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
@@ -68,8 +54,7 @@ def test_fault_fails_one_trial_and_the_study_goes_on(fault, synth_tree, tmp_path
         return real(*args, **kwargs)
 
     monkeypatch.setattr(driver_mod, "build_plan", plan_with_fault)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE.format(epochs=2))
+    space = write_space(tmp_path / "space.yaml", name="faults", base={"progress_every_s": 1})
     settings = StudySettings(
         space=space, data_root=synth_tree, study=fault, storage=f"sqlite:///{tmp_path}/o.db",
         tracking_uri=f"sqlite:///{tmp_path}/m.db", workdir=tmp_path / "runs",

@@ -28,21 +28,9 @@ from tests.faults.conftest import (
     run_cli,
     tmpfs,
 )
+from tests.spaces import write_space
 
 TINY = REPO / "search_spaces" / "tiny.yaml"
-SPACE = """
-name: disk-full
-base:
-  max_epochs: 2
-  data: {image_size: [64, 80], normalize: standardize}
-dimensions:
-  peak_lr: {float: [0.01, 0.03], log: true}
-  per_worker_batch: {choices: [8]}
-  ranks_per_node: {choices: [2]}
-  threads_per_rank: {choices: [1]}
-  binding: {choices: [none]}
-constraints: {min_updates_per_epoch: 2, max_global_batch: 64}
-"""
 
 
 def _launch(tmp_path: Path, data: Path, workdir: Path):
@@ -92,7 +80,7 @@ def full_disk_study(synth_tree, tmp_path_factory, mountable):
     Returns (the finished CLI process, the Optuna storage URL, the process tag).
     """
     tmp = tmp_path_factory.mktemp("disk-full")
-    (tmp / "space.yaml").write_text(SPACE)
+    write_space(tmp / "space.yaml", name="disk-full")
     storage = f"sqlite:///{tmp / 'optuna.db'}"  # outside the full disk
     tag = uuid.uuid4().hex
     argv = [sys.executable, "-m", "explorer.cli", "study", "launch", "--space",

@@ -15,24 +15,10 @@ import pytest
 from explorer.cli import main
 from tests.launchers_tests.test_slurm import check_golden
 from tests.launchers_tests.test_slurm import fake_slurm as fake_slurm
+from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow]
 
-SPACE = """
-name: slurm-pool
-base:
-  max_epochs: 2
-  comm: local
-  data: {image_size: [64, 80], normalize: standardize}
-  schedule: {warmup_epochs: 0.5}
-dimensions:
-  peak_lr: {float: [0.01, 0.03], log: true}
-  per_worker_batch: {choices: [8]}
-  ranks_per_node: {choices: [1]}
-  threads_per_rank: {choices: [1]}
-  binding: {choices: [none]}
-constraints: {min_updates_per_epoch: 2, max_global_batch: 64}
-"""
 
 
 def test_study_in_an_allocation_runs_trials_on_disjoint_nodes(fake_slurm, synth_tree,
@@ -42,8 +28,8 @@ def test_study_in_an_allocation_runs_trials_on_disjoint_nodes(fake_slurm, synth_
     monkeypatch.setenv("SLURM_JOB_NODELIST", "cn[07-08]")
     monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "2(x2)")
     monkeypatch.chdir(tmp_path)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_space(tmp_path / "space.yaml", name="slurm-pool", ranks=(1,),
+                        base={"comm": "local"})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     assert main(["study", "launch", "--space", str(space), "--data", str(synth_tree),
                  "--study", "sp", "--storage", storage, "--tracking-uri",

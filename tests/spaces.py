@@ -1,4 +1,4 @@
-"""Tiny search spaces for the study tests: 64×80 synthetic images, a few epochs, small layouts."""
+"""Tiny search spaces and trial configs for tests: 64×80 synthetic images, a few epochs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["write_space"]
+__all__ = ["write_space", "write_trial_config"]
 
 
 def write_space(path: Path, *, name: str = "test", epochs: int = 2, ranks: Sequence[int] = (2,),
@@ -34,4 +34,22 @@ def write_space(path: Path, *, name: str = "test", epochs: int = 2, ranks: Seque
         "constraints": {"min_updates_per_epoch": 2, "max_global_batch": 64},
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def write_trial_config(path: Path, root: Path, cache_dir: Path, **over: Any) -> Path:
+    """Write one job config at ``path`` (batch 8, 12 epochs, an unreachable target); ``over``
+    replaces top-level keys."""
+    cfg = {
+        "data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
+                 "cache_dir": str(cache_dir)},
+        "per_worker_batch": 8,
+        "schedule": {"piecewise": "0.01;1;0.03", "warmup_epochs": 0.5},
+        "max_epochs": 12,
+        "target_accuracy": 0.99,
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        **over,
+    }
+    path.write_text(yaml.safe_dump(cfg))
     return path

@@ -3,7 +3,9 @@
 Training: records are sharded per rank (``shard(size, rank)``, so ranks see disjoint images),
 decoded, cached in memory when the split is small, shuffled with a per-rank seed, augmented
 (random flips/mirroring, 90° rotations — 180° only on non-square inputs so the shape is kept —
-and optional random crops), batched with ``drop_remainder`` and prefetched. It repeats forever; the
+and optional random crops), batched with ``drop_remainder`` and prefetched. The augmentation draws
+are stateless, keyed by seed, rank and stream position, and the order is deterministic: the same
+seed gives the same batches. It repeats forever; the
 train loop decides where epochs end, so every rank runs the same number of steps.
 
 Validation: the same per-rank sharding, no augmentation (centre crop when training crops), finite.
@@ -68,28 +70,31 @@ def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: i
     to_float = _normalizer(shards, normalize)
     square = (crop or (h, w))[0] == (crop or (h, w))[1]
 
-    def aug(img: Any, label: Any) -> tuple[Any, Any]:
+    def aug(index: Any, example: Any) -> tuple[Any, Any]:
+        # stateless draws keyed by (seed, rank, position in the stream): the same seed gives the
+        # same batches, whatever order the parallel map finishes in
+        img, label = example
+        key = tf.stack([tf.constant(seed + 7919 * rank, tf.int64), index])
+        keys = tf.random.experimental.stateless_split(key, 4)
         if crop is not None:
-            img = tf.image.random_crop(img, (crop[0], crop[1], 3))
+            img = tf.image.stateless_random_crop(img, (crop[0], crop[1], 3), seed=keys[0])
         if augment.flips:
-            img = tf.image.random_flip_left_right(img)
-            img = tf.image.random_flip_up_down(img)
+            img = tf.image.stateless_random_flip_left_right(img, seed=keys[1])
+            img = tf.image.stateless_random_flip_up_down(img, seed=keys[2])
         if augment.rot90:
-            if square:
-                k = tf.random.uniform((), 0, 4, dtype=tf.int32)
-            else:
-                k = 2 * tf.random.uniform((), 0, 2, dtype=tf.int32)
-            img = tf.image.rot90(img, k)
+            turns = 4 if square else 2
+            k = tf.random.stateless_uniform((), keys[3], 0, turns, dtype=tf.int32)
+            img = tf.image.rot90(img, k * (4 // turns))
         return to_float(img), label
 
     per_rank = max(1, shards.n_train // size)
     ds = _records(shards.train_files, rank, size, shards)
     ds = ds.shuffle(min(per_rank, 10_000), seed=seed + 7919 * rank, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.repeat().enumerate()
+    ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)
     opts = tf.data.Options()
-    opts.experimental_deterministic = False
+    opts.deterministic = True
     return ds.with_options(opts).prefetch(tf.data.AUTOTUNE)
 
 

@@ -46,13 +46,18 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes] | None, timeo
     raise AssertionError(f"{path} never held {text!r}")
 
 
+def _start_driver(cwd: Path, argv: list[str]) -> subprocess.Popen[bytes]:
+    """`study launch` in its own process, so that it can be signalled."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=cwd, env=env,  # noqa: S603
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree, no_orphans):
     tmp = study_env
     tracking = f"sqlite:///{tmp / 'mlflow.db'}"
     argv = _argv(tmp, synth_tree, 2, "r", tracking, epochs=6)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,  # noqa: S603
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = _start_driver(tmp, argv)
     try:
         _wait_for(tmp / "runs" / "trial-0001" / "events.jsonl", '"epoch"', driver, 300)
         driver.send_signal(signal.SIGKILL)
@@ -159,9 +164,7 @@ def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, syn
 def test_driver_sigterm_cancels_its_trial_and_records_it(study_env, synth_tree, no_orphans):
     tmp = study_env
     argv = _argv(tmp, synth_tree, 2, "t", f"sqlite:///{tmp / 'mlflow.db'}", epochs=30)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    driver = subprocess.Popen([sys.executable, "-m", "explorer.cli", *argv], cwd=tmp, env=env,  # noqa: S603
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = _start_driver(tmp, argv)
     try:
         _wait_for(tmp / "runs" / "trial-0000" / "events.jsonl", '"epoch"', driver, 300)
         driver.send_signal(signal.SIGTERM)

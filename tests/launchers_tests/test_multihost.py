@@ -8,32 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from explorer.mcnn.events import KINDS, read_events
 from launchers import JobState, MpirunLauncher, Resources, session_pids
 from launchers.netns import leftovers, netns_available, netns_hosts, remove_stale
 from tests.conftest import requires_mpi
+from tests.spaces import write_trial_config
 
 _REASON = netns_available()
 
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=f"no netns hosts: {_REASON}")
-
-
-def _config(tmp_path: Path, root: Path) -> Path:
-    cfg = {
-        "data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
-                 "cache_dir": str(tmp_path / "cache")},
-        "per_worker_batch": 8,
-        "schedule": {"piecewise": "0.01;1;0.03", "warmup_epochs": 0.5},
-        "max_epochs": 2,
-        "target_accuracy": 0.99,
-        "intra_op_threads": 1,
-        "inter_op_threads": 1,
-    }
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -55,7 +39,8 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.mpi
 @requires_mpi
 def test_two_hosts_one_rank_each_train_in_sync_over_tcp(tmp_path, synth_tree):
-    config = _config(tmp_path, synth_tree)
+    config = write_trial_config(tmp_path / "trial.yaml", synth_tree, tmp_path / "cache",
+                                max_epochs=2)
     job = None
     with netns_hosts(2) as net:
         tag, workdir = net.tag, str(net.workdir)

@@ -67,3 +67,16 @@ def test_data_root_without_csvs_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"missing BBBC021_v1_image\.csv"):
         prepare_shards(_cfg(tmp_path / "empty", tmp_path))
+
+
+def _first_batches(shards, seed, n=3):
+    ds = train_dataset(shards, rank=1, size=2, batch=8, seed=seed,
+                       augment=AugmentConfig(random_crop=(24, 24)))
+    return [x.numpy() for x, _ in ds.take(n)]
+
+
+def test_same_seed_gives_the_same_augmented_batches(synth_tree, tmp_path):
+    shards = prepare_shards(_cfg(synth_tree, tmp_path))
+    a, b, other = (_first_batches(shards, s) for s in (0, 0, 1))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, other, strict=True))

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from explorer.mcnn.events import KINDS, read_events
 from launchers import JobState, MpirunLauncher, Resources, session_pids
 from tests.conftest import requires_mpi
+from tests.spaces import write_trial_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
 
 def _config(tmp_path, root, **over):
-    cfg = {
-        "data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
-                 "cache_dir": str(tmp_path / "cache")},
-        "per_worker_batch": 8,
-        "schedule": {"piecewise": "0.01;1;0.03", "warmup_epochs": 0.5},
-        "max_epochs": 12,
-        "target_accuracy": 0.99,
-        "intra_op_threads": 1,
-        "inter_op_threads": 1,
-        **over,
-    }
-    path = tmp_path / "trial.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_trial_config(tmp_path / "trial.yaml", root, tmp_path / "cache", **over)
 
 
 def _run(tmp_path, root, timeout=600, **over):

@@ -5,8 +5,8 @@ decoded, cached in memory when the split is small, shuffled with a per-rank seed
 (random flips/mirroring, 90° rotations — 180° only on non-square inputs so the shape is kept —
 and optional random crops), batched with ``drop_remainder`` and prefetched. The augmentation draws
 are stateless, keyed by seed, rank and stream position, and the order is deterministic: the same
-seed gives the same batches. It repeats forever; the
-train loop decides where epochs end, so every rank runs the same number of steps.
+seed gives the same batches. It repeats forever; the train loop decides where epochs end, so every
+rank runs the same number of steps.
 
 Validation: the same per-rank sharding, no augmentation (centre crop when training crops), finite.
 """

@@ -29,6 +29,8 @@ bench: setup
 	$(PY) -m bench.layout --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --workdir $(BENCH_WORK)
+	$(PY) -m bench.onednn --precision float32
+	$(PY) -m bench.onednn --precision mixed_bfloat16
 
 bench-quick: setup
 	$(PY) -m bench.throughput --quick --workdir $(BENCH_WORK)
@@ -36,6 +38,7 @@ bench-quick: setup
 	$(PY) -m bench.layout --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.onednn --quick
 
 lint: setup-test
 	$(PY) -m ruff check .

@@ -80,6 +80,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def verdict(value: float, limit: float, *, at_least: bool = False) -> str:
+    """A target cell: "<= 0.50 met" / ">= 0.90 NOT met"."""
+    met = value >= limit if at_least else value <= limit
+    return f"{'>=' if at_least else '<='} {limit:.2f} " + ("met" if met else "NOT met")
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import emit, machine, median_rate, synth_tree, table
+from bench.common import emit, machine, median_rate, synth_tree, table, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "search_spaces" / "layout_demo.yaml"
@@ -181,10 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"explorer (TPE, {budget} trials, seed {args.seed}): picked "
           f"{dict(zip(grid, found_key, strict=True))}, {study_node_s:.0f} node-s")
     print(table(["figure", "value", "target"], [
-        ["best-found / exhaustive-best", quality, ">= 0.95 " + ("met" if quality >= 0.95
-                                                                 else "NOT met")],
-        ["compute / exhaustive compute", compute, "<= 0.33 " + ("met" if compute <= 1 / 3 + 1e-9
-                                                                 else "NOT met")],
+        ["best-found / exhaustive-best", quality, verdict(quality, 0.95, at_least=True)],
+        ["compute / exhaustive compute", compute, verdict(compute, 1 / 3 + 1e-9)],
         ["best layout / naive mpirun -np 2", best_rate / naive, "-"],
         ["best layout / one process, TF defaults", best_rate / single, "-"],
     ]))

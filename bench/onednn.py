@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     found = parse(proc.stdout.splitlines())
     steps = args.steps + 2  # model_only_rate warms up with two steps
     grand = sum(ms for ms, _ in found.values())
-    rows = [[f"{100 * ms / grand:.1f}%", ms / steps, n // steps, *key]
-            for key, (ms, n) in sorted(found.items(), key=lambda kv: -kv[1][0])[:args.top]]
+    top = sorted(found.items(), key=lambda kv: -kv[1][0])[:args.top]
+    rows = [[f"{100 * ms / grand:.1f}%", ms / steps, n // steps, *key] for key, (ms, n) in top]
     facts = machine()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}; {h}x{w}, "
           f"batch {args.batch}, {args.precision}; primitive time {grand / steps:.0f} ms/step")
@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     emit("onednn", {"machine": facts, "quick": args.quick, "size": [h, w], "batch": args.batch,
                     "precision": args.precision, "ms_per_step": grand / steps,
                     "top": [{"share": ms / grand, "key": list(key), "calls": n}
-                            for key, (ms, n) in sorted(found.items(),
-                                                       key=lambda kv: -kv[1][0])[:args.top]]})
+                            for key, (ms, n) in top]})
     return 0
 
 

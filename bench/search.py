@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 
-from bench.common import emit, machine, synth_tree, table
+from bench.common import emit, machine, synth_tree, table, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
@@ -140,17 +140,17 @@ def main(argv: list[str] | None = None) -> int:
                  "node-s to within 10% (median)", "... of its seed's best", "trials"], rows))
     print(table(["figure", "value", "target"], [
         ["compute: TPE+pruning / random", shown(vs_random, rand_bound),
-         "<= 0.50 " + ("met" if vs_random <= 0.5 else "NOT met")],
+         verdict(vs_random, 0.5)],
         ["compute: TPE+pruning / TPE no pruning", shown(vs_nopruning, tpe_bound),
-         "<= 0.60 " + ("met" if vs_nopruning <= 0.6 else "NOT met")],
+         verdict(vs_nopruning, 0.6)],
         ["same, each seed's own best: / random", shown(seed_vs_random, seed_rand_bound),
-         "<= 0.50 " + ("met" if seed_vs_random <= 0.5 else "NOT met")],
+         verdict(seed_vs_random, 0.5)],
         ["same, each seed's own best: / TPE", shown(seed_vs_tpe, seed_tpe_bound),
-         "<= 0.60 " + ("met" if seed_vs_tpe <= 0.6 else "NOT met")],
+         verdict(seed_vs_tpe, 0.6)],
         ["to the same quality, median per seed: / random", f"{matched['random']:.3g}",
-         "<= 0.50 " + ("met" if matched["random"] <= 0.5 else "NOT met")],
+         verdict(matched["random"], 0.5)],
         ["to the same quality, median per seed: / TPE", f"{matched['tpe']:.3g}",
-         "<= 0.60 " + ("met" if matched["tpe"] <= 0.6 else "NOT met")],
+         verdict(matched["tpe"], 0.6)],
     ]))
     if rand_bound or tpe_bound:
         print("'<' marks an upper bound: the other search never came within 10% inside the budget, "

@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine, median_rate, run_job, synth_tree, table
+from bench.common import (
+    emit,
+    machine,
+    median_rate,
+    run_job,
+    synth_tree,
+    table,
+    verdict,
+)
 
 TARGETS = {"float32": 0.90, "mixed_bfloat16": 0.75}  # at 1024x1280 (issue 5)
 
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             target = TARGETS[precision] if full else None
             rows.append([f"{h}x{w}", precision, batch, rate, rate / bare, achieved / 1e9,
                          bound[precision] / 1e9, ratio, "-" if target is None else
-                         f">= {target:.2f} {'met' if ratio >= target else 'NOT met'}"])
+                         verdict(ratio, target, at_least=True)])
             results.append({"size": f"{h}x{w}", "precision": precision, "batch": batch,
                             "images_per_sec": rate, "model_only_images_per_sec": bare,
                             "pipeline_efficiency": rate / bare, "achieved_flops": achieved,

@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi,
               pytest.mark.skipif(_REASON is not None, reason=f"no netns hosts: {_REASON}")]
 
 
-
 def _span(folder: str) -> tuple[float, float, list[str]]:
     events = [json.loads(x) for x in Path(folder, "events.jsonl").read_text().splitlines()]
     start = next(e for e in events if e["event"] == "start")
@@ -30,10 +29,8 @@ def _span(folder: str) -> tuple[float, float, list[str]]:
     return start["time"], done["time"], list(start["hosts"])
 
 
-def test_pool_runs_trials_at_once_on_disjoint_hosts(synth_tree, tmp_path, monkeypatch,
-                                                    no_orphans):
-    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+def test_pool_runs_trials_at_once_on_disjoint_hosts(synth_tree, study_env, no_orphans):
+    tmp_path = study_env
     space = write_space(tmp_path / "space.yaml", name="pool", ranks=(1,), nodes=(1, 3))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="pool", storage=storage)

@@ -20,14 +20,12 @@ from tests.spaces import write_space
 pytestmark = [pytest.mark.slow]
 
 
-
 def test_study_in_an_allocation_runs_trials_on_disjoint_nodes(fake_slurm, synth_tree,
-                                                              tmp_path, monkeypatch):
-    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+                                                              study_env, monkeypatch):
+    tmp_path = study_env
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "cn[07-08]")
     monkeypatch.setenv("SLURM_JOB_CPUS_PER_NODE", "2(x2)")
-    monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path / "space.yaml", name="slurm-pool", ranks=(1,),
                         base={"comm": "local"})
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"

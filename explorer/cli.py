@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from explorer.errors import LaunchError, UserError, os_error_message
+from mcnn_base.errors import LaunchError, UserError, os_error_message
 
 __all__ = ["main"]
 

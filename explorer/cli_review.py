@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 
 __all__ = ["add_commands", "bind_warning", "dashboard_argv", "experiment_url", "is_loopback",
            "ui_argv", "ui_env"]
@@ -113,8 +113,7 @@ def dashboard_argv(exe: str, storage: str, host: str, port: int, private_dir: Pa
 
 
 def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -> str:
-    from explorer.preflight import scrub
-    from explorer.tracking import mask_url
+    from mcnn_base.urls import mask_url, scrub
 
     base = f"http://{host}:{port}"
     if not study:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from explorer import preflight
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
+from mcnn_base.urls import scrub
 
 __all__ = ["absolute_sqlite", "add_commands", "quiet_libraries"]
 
@@ -93,8 +94,9 @@ def quiet_libraries() -> None:
 def _launch(args: argparse.Namespace) -> int:
     from explorer.driver import StudyDriver, StudySettings, best_trial
     from explorer.progress import ProgressLine
-    from explorer.tracking import mask_url, ui_command
+    from explorer.tracking import ui_command
     from launchers import MpirunLauncher
+    from mcnn_base.urls import mask_url
 
     if not _STUDY_NAME.match(args.study):
         raise ConfigError(f"--study {args.study!r}: expected letters, digits, '.', '_' or '-' "
@@ -175,7 +177,7 @@ def _write_report(study: Any, settings: Any) -> Path | None:
         return write_report(study, settings.workdir / "report.html", client,
                             parent_run_id=study.user_attrs.get("mlflow_parent_run_id"))
     except Exception as exc:  # the study's results are safe in Optuna/MLflow already
-        why = preflight.scrub(str(exc), settings.tracking_uri)
+        why = scrub(str(exc), settings.tracking_uri)
         print(f"warning: could not write the report {settings.workdir / 'report.html'}: {why}",
               file=sys.stderr)
         return None
@@ -236,7 +238,9 @@ def add_commands(sub: Any) -> None:
                    help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     p.add_argument("--trials", type=int, default=10,
                    help="finished trials the study should hold (default 10)")
-    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--timeout", type=float,
+                   help="seconds from the driver's start (set-up included) after which no new "
+                        "trial starts")
     p.add_argument("--trial-timeout", type=float, help="seconds before a trial is ended, FAILED")
     p.add_argument("--budget-node-hours", type=float,
                    help="start no new trial once the study's trials used this much compute")

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from explorer.errors import ConfigError
 from explorer.mcnn.events import EventTail
+from mcnn_base.errors import ConfigError
 
 __all__ = ["add_commands", "follow"]
 
@@ -77,11 +77,14 @@ def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any
     if args.no_mlflow:
         return None
     from explorer.cli_study import absolute_sqlite, quiet_libraries
-    from explorer.tracking import Tracker, mask_url
+    from explorer.schema import schema_lock
+    from explorer.tracking import Tracker
+    from mcnn_base.urls import mask_url
 
     quiet_libraries()
     uri = absolute_sqlite(args.tracking_uri)
-    tracker = Tracker(uri, args.experiment, artifact_root=Path("mlartifacts"))
+    with schema_lock([("--tracking-uri", uri)]):
+        tracker = Tracker(uri, args.experiment, artifact_root=Path("mlartifacts"))
     run = tracker.run(Path(args.config).stem, {"mcnn.config": Path(args.config).resolve()})
     run.log_params({
         "config": str(Path(args.config).resolve()), "per_worker_batch": cfg.per_worker_batch,

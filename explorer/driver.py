@@ -28,7 +28,6 @@ from typing import Any, Literal
 import optuna
 import yaml
 
-from explorer.errors import ConfigError, DataError, LaunchError
 from explorer.mcnn.events import EventTail
 from explorer.objective import (
     TrialOutcome,
@@ -39,10 +38,13 @@ from explorer.objective import (
 )
 from explorer.pool import HostPool
 from explorer.progress import ProgressLine
+from explorer.schema import retry_schema_race, schema_lock
 from explorer.stale import driver_identity, recover_stale, stale_reason
-from explorer.tracking import RunRecorder, Tracker, mask_url
+from explorer.tracking import RunRecorder, Tracker
 from launchers.base import Job, JobState, Launcher
 from launchers.hosts import HostInfo
+from mcnn_base.errors import ConfigError, DataError, LaunchError
+from mcnn_base.urls import mask_url
 from search_spaces.plan import TrialPlan, build_plan, deep_merge, place, sample_params
 from search_spaces.space import SearchSpace, load_space
 
@@ -182,6 +184,7 @@ class StudyDriver:
                               f"target_accuracy in the base of {settings.space}")
         self.max_epochs = float(merged.get("max_epochs", 20.0))
         self.base = merged
+        self.started = time.time()
 
     # -- set-up -----------------------------------------------------------------------------
     def _n_train(self) -> int:
@@ -219,11 +222,13 @@ class StudyDriver:
             ["minimize", "minimize"] if self.s.multi_objective else
             ["maximize" if direction(self.s.objective) == "maximize" else "minimize"])
         try:
-            study = optuna.create_study(
+            study = retry_schema_race(lambda: optuna.create_study(
                 study_name=self.s.study, storage=self.s.storage, load_if_exists=True,
                 directions=directions, sampler=make_sampler(self.s.sampler, self.s.seed),
                 pruner=make_pruner("none" if self.throughput else self.s.pruner,
-                                   self.max_epochs))
+                                   self.max_epochs)), what="--storage", url=self.s.storage)
+        except ConfigError:
+            raise
         except ValueError as exc:
             raise ConfigError(f"study {self.s.study!r} in {mask_url(self.s.storage)}: {exc}") from None
         if [d.name.lower() for d in study.directions] != directions:
@@ -249,11 +254,14 @@ class StudyDriver:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> optuna.Study:
+        self.started = time.time()  # --timeout counts from here: set-up time is study time
         n_train = self._n_train()
-        study = self._study()
-        tracker = Tracker(self.s.tracking_uri, self.s.study,
-                          artifact_root=self.s.workdir / "mlartifacts", warn=self.log)
-        parent, existed = tracker.parent(self.s.study)
+        # drivers starting together on new databases take turns creating the schemas
+        with schema_lock([("--storage", self.s.storage), ("--tracking-uri", self.s.tracking_uri)]):
+            study = self._study()
+            tracker = Tracker(self.s.tracking_uri, self.s.study,
+                              artifact_root=self.s.workdir / "mlartifacts", warn=self.log)
+            parent, existed = tracker.parent(self.s.study)
         if parent.run_id is not None:
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         settings_yaml = yaml.safe_dump(self.s.describe(), sort_keys=False)
@@ -291,7 +299,7 @@ class StudyDriver:
         concurrency = self.s.concurrent_trials or pool.size
         active: list[_Active] = []
         waiting: _Asked | None = None  # asked and planned, waiting for free nodes
-        started = time.time()
+        started = self.started
         beat = time.time()
         infeasible_run = 0
         try:

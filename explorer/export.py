@@ -16,10 +16,10 @@ from typing import Any
 import optuna
 import yaml
 
-from explorer.errors import ConfigError
 from explorer.mcnn.config import TrainConfig, config_from_dict
 from launchers.base import Resources
 from launchers.mpirun import build_mpirun_argv, train_command
+from mcnn_base.errors import ConfigError
 
 __all__ = ["FORMATS", "best_config", "load_study", "render_mpirun", "render_sbatch_script",
            "render_yaml"]
@@ -31,7 +31,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
     """Open an existing study; a missing storage file, an unreachable database or a missing study
     name is a clear error (the URL's password masked)."""
     from explorer.preflight import check_storage
-    from explorer.tracking import mask_url
+    from mcnn_base.urls import mask_url
 
     if storage.startswith("sqlite:///"):
         path = Path(storage[len("sqlite:///"):])

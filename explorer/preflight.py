@@ -1,7 +1,7 @@
 """Checks that run before a study writes anything, so a typo costs a second, not a study.
 
-Each raises :class:`~explorer.errors.ConfigError` naming the bad value and what was expected; a
-URL is always shown with its password masked (:func:`explorer.tracking.mask_url`), and so is any
+Each raises :class:`~mcnn_base.errors.ConfigError` naming the bad value and what was expected; a
+URL is always shown with its password masked (:func:`mcnn_base.urls.mask_url`), and so is any
 database error text quoted with it.
 
 * :func:`check_storage` — an Optuna storage URL: a SQLite file whose folder exists (a SQLite
@@ -21,27 +21,17 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-from explorer.errors import ConfigError, os_error_message
-from explorer.tracking import mask_url
+from mcnn_base.errors import ConfigError, os_error_message
+from mcnn_base.urls import mask_url, scrub
 
 __all__ = ["check_data_root", "check_launch", "check_layout", "check_storage", "check_tracking",
-           "layout_problem", "scrub", "writable_dir"]
+           "layout_problem", "writable_dir"]
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 10
 DATABASE_SCHEMES = frozenset({"postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle"})
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` without the password of ``url`` (database errors may quote the URL)."""
-    password = urlsplit(url).password
-    if not password:
-        return text
-    for secret in {password, unquote(password)}:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _sqlite_file(url: str) -> Path | None:

@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from explorer.errors import ConfigError
+from explorer.schema import retry_schema_race
+from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url, scrub
 
-__all__ = ["RunRecorder", "Tracker", "mask_url"]
+__all__ = ["RunRecorder", "Tracker"]
 
 ROLE_TAG = "mcnn.role"
 STUDY_TAG = "mcnn.study"
@@ -36,15 +38,6 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 _ARTIFACT_METHODS = ("log_artifact", "log_text")
 _MLFLOW_STATUS = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "CANCELLED": "KILLED",
                   "INFEASIBLE": "FINISHED"}
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL such as ``postgresql://user:secret@host/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _now_ms() -> int:
@@ -139,14 +132,17 @@ class Tracker:
         self.experiment = experiment
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         self.down: str | None = None
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        # SqlAlchemyStore creates a new database's schema here; a lost race with another driver
+        # is retried, a schema that cannot be created is one error line (explorer.schema)
+        self.client = retry_schema_race(lambda: MlflowClient(tracking_uri=tracking_uri),
+                                        what="--tracking-uri", url=tracking_uri)
         self.experiment_id: str | None = None
         for attempt in range(attempts):
             try:
                 self.experiment_id = self._experiment(experiment, artifact_root)
                 break
             except Exception as exc:  # any store failure: reported below
-                # two drivers starting on a fresh database race on its schema: try again
+                # another driver may be creating the experiment right now: try again
                 if attempt == attempts - 1:
                     self._fail(exc)
                 else:
@@ -177,8 +173,6 @@ class Tracker:
 
     def _fail(self, exc: BaseException, method: str = "") -> None:
         if self.down is None:
-            from explorer.preflight import scrub
-
             text = scrub(str(exc).strip(), self.tracking_uri)
             detail = text.splitlines()[0][:300] if text else ""
             self.down = f"{type(exc).__name__}: {detail}"

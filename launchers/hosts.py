@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 
 __all__ = [
     "HostInfo",

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from explorer.errors import LaunchError
 from launchers.base import Job, Launcher, Resources, prepare_workdir
+from mcnn_base.errors import LaunchError
 
 __all__ = ["MpirunLauncher", "binding_args", "build_mpirun_argv"]
 

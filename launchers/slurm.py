@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from explorer.errors import ConfigError, LaunchError
 from launchers.base import Job, Launcher, Resources, prepare_workdir
 from launchers.mpirun import train_command
+from mcnn_base.errors import ConfigError, LaunchError
 
 __all__ = [
     "SlurmBatchJob",

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 
 __all__ = ["KNOWN_DIMENSIONS", "Constraints", "Dimension", "SearchSpace", "load_space"]
 

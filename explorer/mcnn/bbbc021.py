@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.errors import DataError
+from mcnn_base.errors import DataError
 
 __all__ = [
     "CHANNELS",

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from explorer.errors import ConfigError
 from explorer.mcnn.schedule import parse_piecewise
+from mcnn_base.errors import ConfigError
 
 __all__ = [
     "AugmentConfig",

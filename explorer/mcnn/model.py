@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 
 __all__ = ["FILTERS", "MAX_SCALE", "MCNNSpec", "build_mcnn", "mcnn_spec"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 
 __all__ = ["PiecewiseSchedule", "learning_rate", "parse_piecewise"]
 

@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from explorer.errors import DataError
 from explorer.mcnn.bbbc021 import (
     IMAGE_CSV,
     MOA_CSV,
@@ -41,6 +40,7 @@ from explorer.mcnn.bbbc021 import (
 )
 from explorer.mcnn.config import DataConfig
 from explorer.mcnn.splits import split
+from mcnn_base.errors import DataError
 
 __all__ = ["ShardSet", "damage", "damaged_message", "default_cache_dir", "percentile_scale",
            "prepare_shards"]

@@ -18,8 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from explorer.errors import ConfigError
 from explorer.mcnn.bbbc021 import DMSO, Dataset, ImageRecord
+from mcnn_base.errors import ConfigError
 
 __all__ = ["Split", "loco_compounds", "split"]
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.errors import ConfigError, DataError
 from explorer.mcnn.bbbc021 import (
     IMAGE_COLUMNS,
     IMAGE_CSV,
@@ -36,6 +35,7 @@ from explorer.mcnn.phenotypes import (
     render_field,
     seeded_rng,
 )
+from mcnn_base.errors import ConfigError, DataError
 
 __all__ = ["SynthOptions", "parse_size", "synthesize", "synthesize_from_metadata"]
 

@@ -89,8 +89,8 @@ def _checked(batches: Iterable[Any], shards: Any) -> Iterator[Any]:
 
     import tensorflow as tf
 
-    from explorer.errors import DataError
     from explorer.mcnn.shards import damaged_message
+    from mcnn_base.errors import DataError
 
     try:
         yield from batches
@@ -103,7 +103,7 @@ def _checked(batches: Iterable[Any], shards: Any) -> Iterator[Any]:
 
 def _os_failure(exc: OSError) -> tuple[int, str, str]:
     """Exit code, reason and detail of an OSError: the environment's (EXIT_IO) or a bug's."""
-    from explorer.errors import os_error_message
+    from mcnn_base.errors import os_error_message
 
     message = os_error_message(exc)
     if message is None:
@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", help="events JSONL path (overrides the config's)")
     args = parser.parse_args(argv)
 
-    from explorer.errors import UserError
     from explorer.mcnn.config import load_config
     from explorer.mcnn.events import EventWriter
+    from mcnn_base.errors import UserError
 
     try:
         cfg = load_config(args.config)

@@ -9,9 +9,9 @@ import yaml
 
 from explorer import export
 from explorer.cli import main
-from explorer.errors import ConfigError
 from explorer.mcnn.config import config_from_dict, load_config
 from launchers.hosts import HostInfo
+from mcnn_base.errors import ConfigError
 from search_spaces.plan import build_plan
 from search_spaces.space import load_space
 

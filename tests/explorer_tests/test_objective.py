@@ -104,9 +104,9 @@ def test_layout_study_needs_no_target_and_turns_evaluation_off(tmp_path):
     from pathlib import Path
 
     from explorer.driver import StudyDriver, StudySettings
-    from explorer.errors import ConfigError
     from launchers import MpirunLauncher
     from launchers.hosts import HostInfo
+    from mcnn_base.errors import ConfigError
 
     space = Path(__file__).resolve().parents[2] / "search_spaces" / "layout_demo.yaml"
     common = dict(space=space, data_root=tmp_path, study="l", storage="sqlite://",

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from launchers import HostInfo, detect_local, expand_nodelist, hosts_from_slurm, parse_cpus_per_node
+from mcnn_base.errors import ConfigError
 
 
 @pytest.mark.parametrize(("nodelist", "expected"), [

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from launchers import Resources, build_mpirun_argv, read_hostfile, validate_hostname
+from mcnn_base.errors import ConfigError
 
 CMD = ["python", "-m", "explorer.mcnn.train"]
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from explorer.errors import ConfigError, LaunchError
 from launchers import (
     Job,
     JobState,
@@ -24,6 +23,7 @@ from launchers import (
     slurm,
 )
 from launchers.slurm import format_time_limit
+from mcnn_base.errors import ConfigError, LaunchError
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"

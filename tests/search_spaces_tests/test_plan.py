@@ -5,10 +5,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.config import config_from_dict
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.hosts import HostInfo
+from mcnn_base.errors import ConfigError
 from search_spaces.plan import build_plan, render_schedule, sample_params
 from search_spaces.space import load_space
 

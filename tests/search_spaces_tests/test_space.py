@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.errors import ConfigError
+from mcnn_base.errors import ConfigError
 from search_spaces.space import load_space
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer.errors import DataError
 from explorer.mcnn.bbbc021 import IMAGE_CSV, MOA_CSV, load_metadata, read_channels
+from mcnn_base.errors import DataError
 from tests.conftest import real_metadata_dir, requires_real_metadata
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.config import load_config
+from mcnn_base.errors import ConfigError
 
 
 def _write(tmp_path, text, name="c.yaml"):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.model import build_mcnn, mcnn_spec
+from mcnn_base.errors import ConfigError
 
 
 def test_full_size_parameter_count():

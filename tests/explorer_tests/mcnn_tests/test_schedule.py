@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.schedule import learning_rate, parse_piecewise
+from mcnn_base.errors import ConfigError
 
 SEED = "0.008;2;0.032;5;0.029;10;0.026;15;0.001;20;0.0001"
 

@@ -62,7 +62,7 @@ def test_crop_must_fit(synth_tree, tmp_path):
 
 
 def test_data_root_without_csvs_is_a_clear_error(tmp_path):
-    from explorer.errors import DataError
+    from mcnn_base.errors import DataError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"missing BBBC021_v1_image\.csv"):

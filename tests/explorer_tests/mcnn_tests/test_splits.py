@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.bbbc021 import load_metadata
 from explorer.mcnn.splits import loco_compounds, split
+from mcnn_base.errors import ConfigError
 
 
 def _ids(records):

@@ -5,9 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from explorer.errors import ConfigError
 from explorer.mcnn.bbbc021 import load_metadata, read_channels
 from explorer.mcnn.synth import SynthOptions, synthesize, synthesize_from_metadata
+from mcnn_base.errors import ConfigError
 from tests.conftest import real_metadata_dir, requires_real_metadata
 
 

@@ -91,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from explorer.cli_study import quiet_libraries
-    from explorer.driver import StudyDriver, StudySettings, best_trial
+    from explorer.driver import StudyDriver
     from explorer.progress import ProgressLine
+    from explorer.study import StudySettings, best_trial, spent_node_s
     from launchers import MpirunLauncher
     from launchers.hosts import detect_local
     from search_spaces.space import load_space
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     found = best_trial(study)
     assert found is not None
     found_key = _key({**{k: v[0] for k, v in grid.items()}, **found.params})
-    study_node_s = sum(float(t.user_attrs.get("wall_s", 0.0)) for t in study.trials)
+    study_node_s = spent_node_s(study)
 
     # baselines: Open MPI and TF defaults, fp32
     cfg = dict(space.base, data={**space.base.get("data", {}), "root": str(data)},

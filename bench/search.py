@@ -27,6 +27,7 @@ from typing import Any
 import optuna
 
 from bench.common import emit, machine, synth_tree, table, verdict
+from explorer.record import Outcome, TrialRecord
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
@@ -38,11 +39,10 @@ def curve(study: optuna.Study) -> list[tuple[float, float]]:
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         if not t.state.is_finished():
             continue
-        nodes = int((t.user_attrs.get("derived") or {}).get("nodes", 1))
-        spent += float(t.user_attrs.get("wall_s") or 0.0) * nodes
-        tta = t.user_attrs.get("tta_s")
-        if t.state is optuna.trial.TrialState.COMPLETE and tta is not None:
-            best = min(best, float(tta))
+        r = TrialRecord.from_frozen(t)
+        spent += r.node_s
+        if r.state is Outcome.COMPLETED and r.tta_s is not None:
+            best = min(best, float(r.tta_s))
         out.append((spent, best))
     return out
 
@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from explorer.cli_study import quiet_libraries
-    from explorer.driver import StudyDriver, StudySettings
+    from explorer.driver import StudyDriver
     from explorer.progress import ProgressLine
+    from explorer.study import StudySettings
     from launchers import MpirunLauncher
     from launchers.hosts import detect_local
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from typing import Any
 
@@ -123,15 +124,9 @@ def layout_data(rec: StudyRecord) -> dict[str, Any]:
     threads = sorted({k[2] for k in cells})
     z: dict[str, list[list[float | None]]] = {}
     for b in bindings:
-        z[b] = [[_median(cells[(b, r, th)]) if (b, r, th) in cells else None for th in threads]
+        z[b] = [[statistics.median(cells[(b, r, th)]) if (b, r, th) in cells else None for th in threads]
                 for r in ranks]
     return {"bindings": bindings, "ranks": ranks, "threads": threads, "z": z}
-
-
-def _median(values: list[float]) -> float:
-    v = sorted(values)
-    mid = len(v) // 2
-    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
 def layout_figure(data: dict[str, Any]) -> go.Figure:

@@ -92,8 +92,9 @@ def quiet_libraries() -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from explorer.driver import StudyDriver, StudySettings, best_trial
+    from explorer.driver import StudyDriver
     from explorer.progress import ProgressLine
+    from explorer.study import StudySettings, best_record
     from explorer.tracking import ui_command
     from launchers import MpirunLauncher
     from mcnn_base.urls import mask_url
@@ -138,20 +139,20 @@ def _launch(args: argparse.Namespace) -> int:
           f"{mask_url(settings.storage)}, tracking {mask_url(settings.tracking_uri)}, runs in "
           f"{workdir}", flush=True)
     study = driver.run()
-    best = best_trial(study)
+    best = best_record(study)
     print()
     if best is None:
         print("no completed feasible trial yet")
     else:
-        tta = best.user_attrs.get("tta_s")
+        tta = best.tta_s
         what = f"TTA {tta:.1f}s" if tta is not None else "target not reached"
         if args.objective == "images_per_sec":
-            what = f"{best.values[0]:.1f} images/s (steady state)"
+            what = f"{(best.values or [0.0])[0]:.1f} images/s (steady state)"
         print(f"best: trial {best.number}, {what}, best val accuracy "
-              f"{best.user_attrs.get('best_val_accuracy', 0.0):.3f}")
+              f"{best.best_val_accuracy or 0.0:.3f}")
         for key, value in sorted(best.params.items()):
             print(f"  {key} = {value}")
-        derived = best.user_attrs.get("derived", {})
+        derived = best.derived
         print(f"  -> global batch {derived.get('global_batch')}, world size "
               f"{derived.get('world_size')}, schedule {derived.get('piecewise')}")
     report = _write_report(study, settings)
@@ -212,16 +213,16 @@ def _export(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from explorer import export
+    from explorer.record import records
 
     study = export.load_study(args.study, absolute_sqlite(args.storage))
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
-    for t in study.get_trials(deepcopy=False):
+    for t in records(study):
         value = "-" if t.values is None else f"{t.values[0]:.4g}"
-        tta = t.user_attrs.get("tta_s")
-        acc = t.user_attrs.get("best_val_accuracy")
-        print(f"{t.number:>4} {t.user_attrs.get('state', t.state.name):<10} {value:>12} "
+        tta, acc = t.tta_s, t.best_val_accuracy
+        print(f"{t.number:>4} {t.state.value:<10} {value:>12} "
               f"{'-' if tta is None else f'{tta:.1f}':>8} "
-              f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.user_attrs.get('reason', '')}")
+              f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.reason}")
     return 0
 
 

@@ -102,8 +102,9 @@ def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any
 
 
 def _train(args: argparse.Namespace) -> int:
-    from explorer.driver import outcome_from_events
     from explorer.mcnn.config import load_config
+    from explorer.outcome import outcome_from_events
+    from explorer.record import median_images_per_sec
     from launchers import JobState, LocalLauncher, MpirunLauncher
 
     cfg = load_config(args.config)  # fail fast, before any process starts
@@ -124,15 +125,12 @@ def _train(args: argparse.Namespace) -> int:
     except BaseException:
         job.cancel()
         if run is not None:
-            run.end("CANCELLED")
+            run.end_status("KILLED", state="CANCELLED")
         raise
     outcome = outcome_from_events(events, job.state, job.returncode, pruned=False,
                                   nodes=resources.nodes, wall_s=time.time() - job.started)
     if run is not None:
-        run.log_metrics({"tta_s": outcome.tta_s, "startup_s": outcome.startup_s,
-                         "tta_wall_s": outcome.tta_wall_s,
-                         "best_val_accuracy": outcome.best_val_accuracy,
-                         "node_hours": outcome.node_hours, "wall_s": outcome.wall_s})
+        run.log_metrics(outcome.final_metrics())
         run.set_tags({"reason": outcome.reason})
         run.log_text(job.log_tail(60), "log_tail.txt")
         run.log_files([Path(args.config), *([job.events_path] if job.events_path else [])])
@@ -144,8 +142,8 @@ def _train(args: argparse.Namespace) -> int:
               f"log tail:\n{job.log_tail(15)}")
         return 1
     d = done[0]
-    rate = sorted(e["images_per_sec"] for e in epochs[1:] or epochs)
-    median_rate = rate[len(rate) // 2] if rate else float("nan")
+    rate = median_images_per_sec([float(e["images_per_sec"]) for e in epochs])
+    median_rate = float("nan") if rate is None else rate
     tta = "not reached" if d.get("tta_s") is None else f"{d['tta_s']:.1f}s"
     print(f"done ({d['reason']}): TTA {tta}, best val accuracy "
           f"{d['best_val_accuracy']:.3f}, {median_rate:.1f} images/s (median epoch), "

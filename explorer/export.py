@@ -17,6 +17,8 @@ import optuna
 import yaml
 
 from explorer.mcnn.config import TrainConfig, config_from_dict
+from explorer.record import TrialRecord
+from explorer.study import best_trial
 from launchers.base import Resources
 from launchers.mpirun import build_mpirun_argv, train_command
 from mcnn_base.errors import ConfigError
@@ -47,35 +49,34 @@ def load_study(name: str, storage: str) -> optuna.Study:
                           f"{', '.join(map(repr, names)) or 'no study'}") from None
 
 
-def best_config(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, TrainConfig]:
+def best_config(study: optuna.Study) -> tuple[TrialRecord, TrainConfig]:
     """The best trial and its validated config (no events path, no injected fault).
 
     Raises:
         ConfigError: the study has no completed, feasible trial.
     """
-    from explorer.driver import best_trial
-
-    best = best_trial(study)
-    if best is None or "config" not in best.user_attrs:
+    frozen = best_trial(study)
+    best = None if frozen is None else TrialRecord.from_frozen(frozen)
+    if best is None or not best.config:
         states: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
             states[t.state.name] = states.get(t.state.name, 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials"
         raise ConfigError(f"study {study.study_name!r} has no completed feasible trial to export "
                           f"({summary}); run more trials with 'mcnn-explore study launch'")
-    raw = dict(best.user_attrs["config"])
+    raw = dict(best.config)
     raw.pop("events", None)
     raw.pop("fault", None)
     cfg = config_from_dict(raw, f"trial {best.number} of study {study.study_name!r}")
     return best, cfg
 
 
-def _header(study: optuna.Study, best: optuna.trial.FrozenTrial) -> list[str]:
-    tta = best.user_attrs.get("tta_s")
+def _header(study: optuna.Study, best: TrialRecord) -> list[str]:
+    tta = best.tta_s
     reached = f"TTA {tta:.1f}s" if tta is not None else "target NOT reached"
     lines = [f"best trial {best.number} of study {study.study_name!r}: {reached}, best val "
-             f"accuracy {best.user_attrs.get('best_val_accuracy', 0.0):.3f}"]
-    derived: dict[str, Any] = best.user_attrs.get("derived", {})
+             f"accuracy {best.best_val_accuracy or 0.0:.3f}"]
+    derived: dict[str, Any] = best.derived
     if derived:
         lines.append(f"world size {derived.get('world_size')}, global batch "
                      f"{derived.get('global_batch')}, {derived.get('updates_per_epoch')} updates/"
@@ -113,7 +114,7 @@ def render_mpirun(study: optuna.Study, config_path: Path) -> str:
              *(f"export {k}={shlex.quote(v)}" for k, v in sorted(_thread_env(res).items())),
              "MCNN_LAUNCH_TIME=$(date +%s.%N); export MCNN_LAUNCH_TIME  # start-up clock",
              "exec " + shlex.join(argv)]
-    recorded = best.user_attrs.get("argv")
+    recorded = best.argv
     if recorded:
         lines.insert(len(_header(study, best)) + 1,
                      "# as launched by the study: " + shlex.join(recorded))

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INFEASIBLE_VALUE", "MISS_BASE", "OBJECTIVES", "TrialOutcome", "direction",
-           "intermediate_value", "objective_values", "steady_images_per_sec"]
+from explorer.record import Outcome
+
+__all__ = ["MISS_BASE", "OBJECTIVES", "TrialOutcome", "direction", "intermediate_value",
+           "objective_values"]
 
 MISS_BASE = 1.0e6
-INFEASIBLE_VALUE = 3.0e6  # only for callers that need a number for an infeasible sample
 OBJECTIVES = ("tta_s", "tta_wall_s", "images_per_sec")
 
 
@@ -37,7 +38,7 @@ OBJECTIVES = ("tta_s", "tta_wall_s", "images_per_sec")
 class TrialOutcome:
     """What one finished job achieved, read from its events and its process state."""
 
-    state: str  # a JobState value, or PRUNED / INFEASIBLE
+    state: Outcome
     reason: str
     tta_s: float | None = None
     startup_s: float | None = None
@@ -61,6 +62,13 @@ class TrialOutcome:
     def node_hours(self) -> float:
         return self.nodes * self.wall_s / 3600.0
 
+    def final_metrics(self) -> dict[str, float | None]:
+        """The final figures, by :data:`explorer.record.FINAL_METRICS` name."""
+        return {"tta_s": self.tta_s, "startup_s": self.startup_s, "tta_wall_s": self.tta_wall_s,
+                "best_val_accuracy": self.best_val_accuracy,
+                "median_images_per_sec": self.images_per_sec, "node_hours": self.node_hours,
+                "wall_s": self.wall_s, "epochs": self.epochs}
+
 
 def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
                      multi_objective: bool = False) -> list[float]:
@@ -69,16 +77,14 @@ def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective=}")
     if objective == "images_per_sec":
         return [float(outcome.images_per_sec or 0.0)]
-    if outcome.state == "INFEASIBLE":
-        first = INFEASIBLE_VALUE
-    elif outcome.reached:
+    if outcome.reached:
         tta = outcome.tta_s if objective == "tta_s" else outcome.tta_wall_s
         first = float(tta or 0.0)
     else:
         first = MISS_BASE * (2.0 - max(0.0, min(1.0, outcome.best_val_accuracy)))
     if not multi_objective:
         return [first]
-    return [first, outcome.node_hours if outcome.state != "INFEASIBLE" else INFEASIBLE_VALUE]
+    return [first, outcome.node_hours]
 
 
 def intermediate_value(val_accuracy: float) -> float:
@@ -89,13 +95,3 @@ def intermediate_value(val_accuracy: float) -> float:
 def direction(objective: str) -> str:
     """Optuna direction of the first objective."""
     return "maximize" if objective == "images_per_sec" else "minimize"
-
-
-def steady_images_per_sec(epoch_rates: list[float]) -> float | None:
-    """Median training images/s over the epochs after the first (which pays for tracing)."""
-    rates = epoch_rates[1:] if len(epoch_rates) > 1 else epoch_rates
-    if not rates:
-        return None
-    rates = sorted(rates)
-    mid = len(rates) // 2
-    return rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2

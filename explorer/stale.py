@@ -21,11 +21,13 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from explorer.record import Outcome, TrialRecord, live_trial, set_attrs
 from launchers.base import process_start_ticks, session_pids
 
 __all__ = ["driver_identity", "kill_leftovers", "recover_stale", "stale_reason"]
@@ -40,18 +42,16 @@ def stale_reason(trial: optuna.trial.FrozenTrial, *, now: float, stale_after_s: 
                  host: str | None = None) -> str | None:
     """Why ``trial`` (RUNNING) is stale, or None if its driver may still be alive."""
     host = host or socket.gethostname()
-    driver = trial.user_attrs.get("driver")
-    if isinstance(driver, dict) and driver.get("host") == host:
-        pid = int(driver.get("pid", -1))
+    r = TrialRecord.from_frozen(trial)
+    if r.driver.get("host") == host:
+        pid = int(r.driver.get("pid", -1))
         if pid == os.getpid():
             return None
         ticks = process_start_ticks(pid) if pid > 0 else None
-        if ticks is None or ticks != driver.get("start_ticks"):
+        if ticks is None or ticks != r.driver.get("start_ticks"):
             return f"stale: driver pid {pid} on {host} is gone"
         return None
-    beat = trial.user_attrs.get("heartbeat")
-    if beat is None and trial.datetime_start is not None:
-        beat = trial.datetime_start.timestamp()
+    beat = r.heartbeat if r.heartbeat is not None else r.start
     if beat is None or now - float(beat) > stale_after_s:
         age = "never" if beat is None else f"{now - float(beat):.0f}s ago"
         return f"stale: no heartbeat from its driver (last {age}, limit {stale_after_s:.0f}s)"
@@ -79,15 +79,17 @@ def kill_leftovers(job: dict[str, Any]) -> int:
     return len(pids)
 
 
-def recover_stale(study: optuna.Study, *, stale_after_s: float, retry: bool,
-                  on_stale: Any = None) -> list[int]:
+def recover_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, *,
+                  stale_after_s: float, retry: bool,
+                  on_stale: Callable[[TrialRecord, str], None] | None = None) -> list[int]:
     """Mark every stale RUNNING trial of ``study`` FAILED; return their numbers.
 
     Args:
         study: the study to scan.
+        storage: the study's storage (to write the stale trials' records).
         stale_after_s: heartbeat age after which a trial of another host's driver is stale.
         retry: enqueue the parameters of each stale trial once more.
-        on_stale: called as ``on_stale(frozen_trial, reason)`` before the trial is told FAILED.
+        on_stale: called as ``on_stale(record, reason)`` before the trial is told FAILED.
     """
     now = time.time()
     host = socket.gethostname()
@@ -96,18 +98,15 @@ def recover_stale(study: optuna.Study, *, stale_after_s: float, retry: bool,
         reason = stale_reason(frozen, now=now, stale_after_s=stale_after_s, host=host)
         if reason is None:
             continue
-        job = frozen.user_attrs.get("job")
-        driver = frozen.user_attrs.get("driver") or {}
-        if isinstance(job, dict) and driver.get("host") == host:
-            kill_leftovers(job)
-        live = optuna.trial.Trial(study, frozen._trial_id)
-        live.set_user_attr("stale", True)
-        live.set_user_attr("state", "FAILED")
-        live.set_user_attr("reason", reason)
+        r = TrialRecord.from_frozen(frozen)
+        if r.job and r.driver.get("host") == host:
+            kill_leftovers(r.job)
+        set_attrs(live_trial(study, storage, frozen.number), stale=True, state=Outcome.FAILED,
+                  reason=reason)
         if on_stale is not None:
-            on_stale(frozen, reason)
+            on_stale(r, reason)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-        if retry and frozen.params and "retry_of" not in frozen.user_attrs:
+        if retry and frozen.params and r.retry_of is None:
             study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number},
                                 skip_if_exists=False)
         recovered.append(frozen.number)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,20 +25,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from explorer.record import Outcome
 from explorer.schema import retry_schema_race
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
-__all__ = ["RunRecorder", "Tracker"]
+__all__ = ["RunRecorder", "Tracker", "ui_command"]
 
 ROLE_TAG = "mcnn.role"
 STUDY_TAG = "mcnn.study"
 PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 _ARTIFACT_METHODS = ("log_artifact", "log_text")
-_MLFLOW_STATUS = {"COMPLETED": "FINISHED", "PRUNED": "KILLED", "CANCELLED": "KILLED",
-                  "INFEASIBLE": "FINISHED"}
 
 
 def _now_ms() -> int:
@@ -67,20 +69,14 @@ class RunRecorder:
         return self.tracker.guard(method, self.run_id, *args, **kwargs)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
         items = [Param(str(k), _param_value(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             self._call("log_batch", params=items[i:i + 100])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
         self._call("log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
         ts = _now_ms()
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
         if batch:
@@ -105,9 +101,14 @@ class RunRecorder:
     def log_text(self, text: str, name: str) -> None:
         self._call("log_text", text, name)
 
-    def end(self, state: str) -> None:
+    def end(self, state: Outcome) -> None:
+        """End a trial's run: tag ``state`` and the MLflow status that goes with it."""
+        self.end_status(state.mlflow_status, state=state.value)
+
+    def end_status(self, status: str, *, state: str) -> None:
+        """End the run with an MLflow ``status`` (FINISHED, KILLED, FAILED) and a state tag."""
         self.set_tags({"state": state})
-        self._call("set_terminated", status=_MLFLOW_STATUS.get(state, "FAILED"))
+        self._call("set_terminated", status=status)
 
 
 class Tracker:
@@ -126,8 +127,6 @@ class Tracker:
         # a dead HTTP server must not cost MLflow's default minutes of retries per call
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -259,10 +258,5 @@ class Tracker:
 
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this tracking store."""
-    import shlex
-
     return shlex.join(["mlflow", "ui", "--backend-store-uri", mask_url(tracking_uri), "--port",
                        "5000"])
-
-
-__all__ += ["ui_command"]

@@ -18,10 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Job", "JobState", "Launcher", "Resources", "prepare_workdir", "process_start_ticks",
-           "session_pids"]
+__all__ = ["Job", "JobHandle", "JobState", "Launcher", "Resources", "prepare_workdir",
+           "process_start_ticks", "session_pids"]
 
 
 class JobState(enum.Enum):
@@ -116,6 +116,28 @@ def session_pids(sid: int) -> list[int]:
         if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+class JobHandle(Protocol):
+    """What the study loop needs of a running job (a :class:`Job`, or a simulated one)."""
+
+    argv: list[str]
+    pid: int
+    started: float  # the clock's time at launch
+    log_path: Path
+    events_path: Path | None
+
+    @property
+    def state(self) -> JobState: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> JobState: ...
+
+    def cancel(self) -> JobState: ...
+
+    def log_tail(self, lines: int = 40) -> str: ...
 
 
 class Job:
@@ -234,5 +256,5 @@ class Launcher(ABC):
 
     @abstractmethod
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
-               **options: Any) -> Job:
+               **options: Any) -> JobHandle:
         """Start the training job of ``config_path`` and return its handle."""

@@ -5,7 +5,7 @@ import math
 import optuna
 
 from bench.search import best_at, compute_to, curve
-from explorer.driver import spent_node_s
+from explorer.study import spent_node_s
 
 
 def _study():

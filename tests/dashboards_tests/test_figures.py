@@ -6,6 +6,7 @@ import pytest
 from dashboards import figures
 from dashboards.records import StudyRecord, TrialRecord, study_record
 from dashboards.report import render_report, summary
+from explorer.record import Outcome, median_images_per_sec
 
 
 def _trial(number, state="COMPLETED", tta=None, value=None, ranks=1, threads=1, binding="core",
@@ -14,14 +15,15 @@ def _trial(number, state="COMPLETED", tta=None, value=None, ranks=1, threads=1, 
     curve = [{"epoch": float(i + 1), "elapsed_s": 10.0 * (i + 1), "val_accuracy": a,
               "images_per_sec": r} for i, (a, r) in enumerate(zip(accs, rates, strict=True))]
     return TrialRecord(
-        number=number, state=state, reason="r", values=None if value is None else [value],
+        number=number, state=Outcome(state), reason="r", values=None if value is None else [value],
         params={"peak_lr": 0.01 * (number + 1), "binding": binding, "ranks_per_node": ranks},
         derived={"global_batch": 16, "world_size": world or ranks, "updates_per_epoch": 10,
                  "piecewise": piecewise, "lr_scale": 1.0},
         config={"layout": {"ranks_per_node": ranks, "threads_per_rank": threads,
                            "binding": binding},
                 "schedule": {"piecewise": piecewise, "warmup_epochs": 0.5}, "max_epochs": 3},
-        tta_s=tta, best_val_accuracy=max(accs, default=0.0), node_hours=node_hours, curve=curve)
+        tta_s=tta, best_val_accuracy=max(accs, default=0.0), node_hours=node_hours, curve=curve,
+        median_images_per_sec=median_images_per_sec(list(rates)))
 
 
 @pytest.fixture

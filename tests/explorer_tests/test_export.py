@@ -97,7 +97,7 @@ def test_export_errors_are_clear(tmp_path, capsys):
 
 
 def test_multi_objective_export_takes_the_fastest_pareto_trial(tmp_path):
-    from explorer.driver import best_trial
+    from explorer.study import best_trial
 
     url = f"sqlite:///{tmp_path / 'mo.db'}"
     study = optuna.create_study(study_name="mo", storage=url, directions=["minimize"] * 2)

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.driver import outcome_from_events
+from explorer.outcome import outcome_from_events
+from explorer.record import Outcome
 from explorer.objective import MISS_BASE, TrialOutcome, intermediate_value, objective_values
 from launchers.base import JobState
 
 
 def test_hits_rank_before_misses_and_misses_by_accuracy():
-    fast = TrialOutcome("COMPLETED", "target_reached", tta_s=30.0, best_val_accuracy=0.9)
-    slow = TrialOutcome("COMPLETED", "target_reached", tta_s=50_000.0, best_val_accuracy=0.91)
-    good_miss = TrialOutcome("COMPLETED", "max_epochs", best_val_accuracy=0.8)
-    bad_miss = TrialOutcome("COMPLETED", "max_epochs", best_val_accuracy=0.2)
+    fast = TrialOutcome(Outcome.COMPLETED, "target_reached", tta_s=30.0, best_val_accuracy=0.9)
+    slow = TrialOutcome(Outcome.COMPLETED, "target_reached", tta_s=50_000.0, best_val_accuracy=0.91)
+    good_miss = TrialOutcome(Outcome.COMPLETED, "max_epochs", best_val_accuracy=0.8)
+    bad_miss = TrialOutcome(Outcome.COMPLETED, "max_epochs", best_val_accuracy=0.2)
     ranked = sorted([bad_miss, slow, good_miss, fast], key=lambda o: objective_values(o)[0])
     assert ranked == [fast, slow, good_miss, bad_miss]
     assert objective_values(fast) == [30.0]
@@ -19,7 +20,7 @@ def test_hits_rank_before_misses_and_misses_by_accuracy():
 
 
 def test_wall_objective_adds_startup_and_multi_objective_adds_node_hours():
-    o = TrialOutcome("COMPLETED", "target_reached", tta_s=30.0, startup_s=5.0, wall_s=7200.0,
+    o = TrialOutcome(Outcome.COMPLETED, "target_reached", tta_s=30.0, startup_s=5.0, wall_s=7200.0,
                      nodes=2)
     assert objective_values(o, objective="tta_wall_s") == [35.0]
     assert objective_values(o, multi_objective=True) == [30.0, 4.0]
@@ -73,7 +74,7 @@ def test_outcome_of_a_pruned_job():
 def test_run_names_read_well_in_the_mlflow_ui(tmp_path):
     from pathlib import Path
 
-    from explorer.driver import run_name
+    from explorer.recorder import run_name
     from launchers.hosts import HostInfo
     from search_spaces.plan import build_plan
     from search_spaces.space import load_space
@@ -86,11 +87,12 @@ def test_run_names_read_well_in_the_mlflow_ui(tmp_path):
 
 
 def test_throughput_objective_is_the_steady_median_and_maximised():
-    from explorer.objective import direction, steady_images_per_sec
+    from explorer.objective import direction
+    from explorer.record import median_images_per_sec as steady_images_per_sec
 
     assert steady_images_per_sec([50.0, 200.0, 220.0, 210.0]) == 210.0  # first epoch skipped
     assert steady_images_per_sec([80.0]) == 80.0 and steady_images_per_sec([]) is None
-    o = TrialOutcome("COMPLETED", "max_epochs", images_per_sec=210.0)
+    o = TrialOutcome(Outcome.COMPLETED, "max_epochs", images_per_sec=210.0)
     assert objective_values(o, objective="images_per_sec") == [210.0]
     assert direction("images_per_sec") == "maximize" and direction("tta_s") == "minimize"
     ev = _events(0.1, 0.1)
@@ -103,7 +105,8 @@ def test_throughput_objective_is_the_steady_median_and_maximised():
 def test_layout_study_needs_no_target_and_turns_evaluation_off(tmp_path):
     from pathlib import Path
 
-    from explorer.driver import StudyDriver, StudySettings
+    from explorer.driver import StudyDriver
+    from explorer.study import StudySettings
     from launchers import MpirunLauncher
     from launchers.hosts import HostInfo
     from mcnn_base.errors import ConfigError

@@ -47,13 +47,14 @@ def test_other_host_uses_the_heartbeat(tmp_path):
 
 
 def test_recover_marks_failed_and_requeues_once(tmp_path):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    storage = optuna.storages.get_storage(f"sqlite:///{tmp_path / 'o.db'}")
+    study = optuna.create_study(storage=storage)
     done = study.ask()
     done.suggest_float("x", 0.0, 1.0)
     study.tell(done, 1.0)
     stale = _running_trial(study, driver={**driver_identity(), "pid": _dead_pid()})
     seen = []
-    numbers = recover_stale(study, stale_after_s=60, retry=True,
+    numbers = recover_stale(study, storage, stale_after_s=60, retry=True,
                             on_stale=lambda t, r: seen.append((t.number, r)))
     assert numbers == [stale.number] and seen[0][0] == stale.number
     trials = study.get_trials(deepcopy=False)
@@ -65,7 +66,7 @@ def test_recover_marks_failed_and_requeues_once(tmp_path):
     assert retry.user_attrs["retry_of"] == stale.number
     again = study.ask()
     assert again.suggest_float("x", 0.0, 1.0) == stale.params["x"]
-    assert recover_stale(study, stale_after_s=60, retry=True) == []  # just asked: not stale
+    assert recover_stale(study, storage, stale_after_s=60, retry=True) == []  # just asked: not stale
 
 
 def test_kill_leftovers_only_kills_the_trials_own_session(tmp_path):

@@ -9,9 +9,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-import explorer.driver as driver_mod
+import explorer.study as study_mod
 from explorer.cli import main
-from explorer.driver import StudyDriver, StudySettings
+from explorer.driver import StudyDriver
+from explorer.study import StudySettings
 from explorer.mcnn.config import load_config
 from explorer.progress import ProgressLine
 from launchers import MpirunLauncher, detect_local, session_pids
@@ -131,7 +132,7 @@ def _quiet():
 
 
 def test_pruned_trial_leaves_no_process_behind(study_env, synth_tree, monkeypatch):
-    monkeypatch.setattr(driver_mod, "make_pruner", lambda name, epochs: _PruneAfterFirstEpoch())
+    monkeypatch.setattr(study_mod, "make_pruner", lambda name, epochs: _PruneAfterFirstEpoch())
     study = StudyDriver(_settings(study_env, synth_tree, 1, epochs=30),
                         MpirunLauncher(grace_s=3), progress=_quiet()).run()
     (t,) = study.trials

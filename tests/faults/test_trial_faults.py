@@ -16,7 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import explorer.driver as driver_mod
-from explorer.driver import StudyDriver, StudySettings
+from explorer.driver import StudyDriver
+from explorer.study import StudySettings
 from explorer.progress import ProgressLine
 from launchers import MpirunLauncher, detect_local
 from tests.conftest import requires_mpi

@@ -1,0 +1,158 @@
+"""Study set-up: the settings of a launch, the sampler and pruner, opening the Optuna study, the
+best trial and the budget counters (how many trials count, compute spent, other drivers' trials).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+
+from explorer.objective import direction
+from explorer.record import TrialRecord, records
+from explorer.schema import retry_schema_race
+from explorer.stale import stale_reason
+from launchers.hosts import HostInfo
+from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url
+
+__all__ = ["StudySettings", "best_record", "best_trial", "counted", "make_pruner",
+           "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
+
+
+@dataclass
+class StudySettings:
+    """Everything ``mcnn-explore study launch`` was asked to do."""
+
+    space: Path
+    data_root: Path
+    study: str
+    storage: str
+    tracking_uri: str
+    workdir: Path
+    hosts: list[HostInfo]
+    trials: int = 10
+    timeout_s: float | None = None
+    trial_timeout_s: float | None = None
+    target_accuracy: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int | None = None
+    objective: str = "tta_s"
+    multi_objective: bool = False
+    retry_stale: bool = True
+    stale_after_s: float = 300.0
+    prepare_timeout_s: float = 6 * 3600.0
+    max_infeasible_in_a_row: int = 50
+    budget_node_s: float | None = None  # stop starting trials once this much compute is spent
+    concurrent_trials: int | None = None  # None: one per host of the pool
+    stall_timeout_s: float | None = 600.0  # a job silent this long (no event) is ended FAILED
+    mca: dict[str, str] = field(default_factory=dict)  # extra Open MPI --mca settings
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> bool:
+        """A layout study: maximise steady-state images/s, no evaluation, no target."""
+        return self.objective == "images_per_sec"
+
+    def describe(self) -> dict[str, Any]:
+        return {"space": str(self.space), "data_root": str(self.data_root), "study": self.study,
+                "storage": mask_url(self.storage), "tracking_uri": mask_url(self.tracking_uri),
+                "trials": self.trials, "timeout_s": self.timeout_s,
+                "trial_timeout_s": self.trial_timeout_s, "target_accuracy": self.target_accuracy,
+                "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
+                "objective": self.objective, "multi_objective": self.multi_objective,
+                "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}; expected tpe, gp or random")
+
+
+def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, int(max_epochs)))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r}; expected median, hyperband or none")
+
+
+def open_study(s: StudySettings, *, max_epochs: float,
+               attrs: dict[str, Any]) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """Create or load the study (its schema too, on a new database) and set its attributes;
+    return it with its storage."""
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["minimize", "minimize"] if s.multi_objective else
+        ["maximize" if direction(s.objective) == "maximize" else "minimize"])
+    try:
+        storage = retry_schema_race(lambda: optuna.storages.get_storage(s.storage),
+                                    what="--storage", url=s.storage)
+        study = retry_schema_race(lambda: optuna.create_study(
+            study_name=s.study, storage=storage, load_if_exists=True, directions=directions,
+            sampler=make_sampler(s.sampler, s.seed),
+            pruner=make_pruner("none" if s.throughput else s.pruner, max_epochs)),
+            what="--storage", url=s.storage)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"study {s.study!r} in {mask_url(s.storage)}: {exc}") from None
+    if [d.name.lower() for d in study.directions] != directions:
+        raise ConfigError(f"study {s.study!r} exists with directions "
+                          f"{[d.name.lower() for d in study.directions]}; relaunch it with "
+                          "the same --objective and --multi-objective settings")
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study, storage
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward ``--trials``: launched and finished (infeasible samples and
+    trials orphaned by a killed driver are recorded but do not use up the budget)."""
+    return sum(1 for r in records(study) if r.counts_toward_budget)
+
+
+def spent_node_s(study: optuna.Study) -> float:
+    """Compute the study's trials have used: job wall seconds × nodes, summed."""
+    return sum(r.node_s for r in records(study))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed, feasible trial (lowest TTA on the Pareto front when multi-objective)."""
+    try:
+        if len(study.directions) == 1:
+            return study.best_trial
+        front = study.best_trials
+    except ValueError:
+        return None
+    return min(front, key=lambda t: t.values[0]) if front else None
+
+
+def running_elsewhere(study: optuna.Study, stale_after_s: float, now: float) -> int:
+    """Live RUNNING trials of other drivers (a stale one does not count)."""
+    me = (socket.gethostname(), os.getpid())
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        r = TrialRecord.from_frozen(t)
+        if (r.driver.get("host"), r.driver.get("pid")) == me:
+            continue
+        if stale_reason(t, now=now, stale_after_s=stale_after_s) is None:
+            count += 1
+    return count
+
+
+def best_record(study: optuna.Study) -> TrialRecord | None:
+    best = best_trial(study)
+    return None if best is None else TrialRecord.from_frozen(best)
+

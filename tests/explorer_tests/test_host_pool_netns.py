@@ -1,4 +1,4 @@
-"""A study on a pool of two "hosts" (network namespaces, launchers/netns.py) runs two trials at
+"""A study on a pool of two "hosts" (network namespaces, devsupport/netns.py) runs two trials at
 once on disjoint hosts, gives hosts back when trials end, runs a 2-node trial across both, and
 records a trial needing more nodes than the pool has as infeasible instead of queueing it."""
 
@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from explorer.cli import main
-from launchers.netns import netns_available, netns_hosts
+from devsupport.netns import netns_available, netns_hosts
 from tests.conftest import requires_mpi
 from tests.faults.conftest import no_orphans as no_orphans
 from tests.faults.conftest import wait_for_no_new_processes

@@ -1,5 +1,5 @@
 """A real 2-host x 1-rank Horovod job through ``MpirunLauncher``, the hosts being network
-namespaces joined by a bridge (launchers/netns.py): the ranks talk over TCP between hosts."""
+namespaces joined by a bridge (devsupport/netns.py): the ranks talk over TCP between hosts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from explorer.mcnn.events import KINDS, read_events
 from launchers import JobState, MpirunLauncher, Resources, session_pids
-from launchers.netns import leftovers, netns_available, netns_hosts, remove_stale
+from devsupport.netns import leftovers, netns_available, netns_hosts, remove_stale
 from tests.conftest import requires_mpi
 from tests.spaces import write_trial_config
 
@@ -88,7 +88,7 @@ def test_teardown_on_error_and_stale_leftovers_are_removed():
         raise KeyError("boom")
     assert leftovers(net.tag) == []
     # a "crashed" run: exits without tearing down, leaving everything under its (dead) pid
-    code = ("import os; from launchers.netns import netns_hosts\n"
+    code = ("import os; from devsupport.netns import netns_hosts\n"
             "ctx = netns_hosts(1); net = ctx.__enter__(); print(net.tag, flush=True); os._exit(0)")
     argv = [sys.executable, "-c", code]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60,  # noqa: S603

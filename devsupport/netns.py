@@ -59,7 +59,7 @@ _DIR = re.compile(rf"^({NETNS_PREFIX}(\d+)[a-z])-netns-")
 _SEQ = itertools.count()
 
 AGENT_TEMPLATE = """#!/bin/sh
-# Open MPI rsh agent written by launchers.netns: "ssh" into a network-namespace host.
+# Open MPI rsh agent written by devsupport.netns: "ssh" into a network-namespace host.
 # Called as: agent HOST WORD...; runs the words with a shell inside HOST's namespace, with the
 # host name (a private UTS namespace) set to the namespace's name.
 host=$1

@@ -1,0 +1,193 @@
+"""The study loop on a FakeLauncher and a simulated clock: scripted jobs, real Optuna and MLflow
+stores, no TensorFlow and no MPI. Pruning, stalls, failures, timeouts, the host pool and
+concurrent trials, each in well under a second of loop time."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+import explorer.study as study_mod
+from devsupport.fake_launcher import FakeLauncher, Script, epochs
+from explorer.clock import ManualClock
+from explorer.driver import StudyDriver
+from explorer.progress import ProgressLine
+from explorer.record import Outcome, TrialRecord, records
+from explorer.study import StudySettings
+from launchers.hosts import HostInfo
+from mcnn_base.errors import ConfigError
+from tests.spaces import write_space
+
+N_TRAIN = 200
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow store for the module (its schema is created once); a study per test."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+_names: Iterator[int] = itertools.count()
+
+
+def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: ManualClock, *,
+            hosts: list[HostInfo] | None = None, ranks: tuple[int, ...] = (1,),
+            **settings: Any) -> StudyDriver:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,))
+    s = StudySettings(space=space, data_root=tmp_path, study=f"loop{next(_names)}",
+                      storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking,
+                      workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
+                      target_accuracy=0.8, pruner="none", seed=0, **settings)
+    return StudyDriver(s, launcher, clock=clock, progress=ProgressLine(s.trials, io.StringIO()),
+                       prepare=lambda base, settings, log: N_TRAIN)
+
+
+def _by_number(study: optuna.Study) -> dict[int, TrialRecord]:
+    return {r.number: r for r in records(study)}
+
+
+def test_trials_complete_miss_and_fail_with_their_reasons(tmp_path, tracking):
+    clock = ManualClock(1_000_000.0)
+    killed = ("mpirun noticed that process rank 1 with PID 77 on node h1 exited on signal 9 "
+              "(Killed).")
+    launcher = FakeLauncher(clock, [
+        epochs([0.5, 0.7, 0.85], target=0.8),                       # reaches the target
+        epochs([0.3, 0.4, 0.5, 0.6]),                               # misses it
+        epochs([0.3], done=False, returncode=3),                    # NaN exit code, no event
+        Script([(1.0, {"event": "start"})], exit_after_s=5.0, returncode=137, log=killed),
+    ])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=4).run()
+    r = _by_number(study)
+    assert [r[i].state for i in range(4)] == [Outcome.COMPLETED, Outcome.COMPLETED,
+                                              Outcome.FAILED, Outcome.FAILED]
+    assert r[0].tta_s == pytest.approx(30.0) and r[0].reason == "target_reached"
+    assert r[1].tta_s is None and r[1].best_val_accuracy == pytest.approx(0.6)
+    assert study.trials[1].values[0] == pytest.approx(1e6 * (2 - 0.6))  # a miss ranks last
+    assert r[2].reason == "nan_loss (exit code 3, no failed event)"
+    assert r[3].reason == "rank 1 on h1 was killed by signal 9 (Killed); mpirun ended the job"
+    assert r[3].log_tail and "exited on signal 9" in r[3].log_tail
+    # wall seconds are the loop's clock, not the machine's: scripted time plus poll steps
+    assert r[0].wall_s == pytest.approx(32.1, abs=1.0)
+    assert r[0].median_images_per_sec == 100.0 and r[0].epochs == 3
+    # the same record in MLflow: a child run per trial with its state, reason and metrics
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name(study.study_name)
+    runs = {int(run.data.tags["optuna.trial"]): run
+            for run in client.search_runs([exp.experiment_id], "tags.`mcnn.role` = 'trial'")}
+    assert sorted(runs) == [0, 1, 2, 3]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.metrics["tta_s"] == 30.0
+    assert runs[2].info.status == "FAILED" and runs[2].data.tags["reason"] == r[2].reason
+    assert runs[0].info.run_id == r[0].mlflow_run_id
+    history = client.get_metric_history(runs[1].info.run_id, "val_accuracy")
+    assert [m.value for m in history] == [0.3, 0.4, 0.5, 0.6]
+
+
+def test_a_pruned_trial_is_cancelled_at_the_epoch_the_pruner_says(tmp_path, tracking,
+                                                                   monkeypatch):
+    monkeypatch.setattr(study_mod, "make_pruner",
+                        lambda name, max_epochs: optuna.pruners.ThresholdPruner(upper=0.75))
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.5, 0.9], target=0.8),
+                                    epochs([0.2, 0.9, 0.95], target=0.8)])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=2).run()
+    r = _by_number(study)
+    assert r[1].state is Outcome.PRUNED and r[1].reason == "pruned after epoch 1"
+    assert study.trials[1].state is optuna.trial.TrialState.PRUNED
+    assert launcher.launched[1][1].state.value == "CANCELLED"  # the whole job was ended
+    assert r[0].state is Outcome.COMPLETED
+
+
+def test_a_silent_job_is_ended_as_stalled_and_a_slow_one_as_timed_out(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    hung = Script([(1.0, {"event": "start"}), (11.0, {"event": "epoch", "epoch": 1,
+                                                      "val_accuracy": 0.2})], hang=True)
+    slow = epochs([0.1] * 20, epoch_s=25.0)  # an event every 25 s: never stalled, too slow
+    launcher = FakeLauncher(clock, [hung, slow, epochs([0.9], target=0.8)])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=3, stall_timeout_s=30.0,
+                    trial_timeout_s=300.0).run()
+    r = _by_number(study)
+    assert r[0].state is Outcome.FAILED
+    assert r[0].reason.startswith("stalled: no progress for 3")
+    assert "--stall-timeout 30s" in r[0].reason
+    assert r[0].wall_s == pytest.approx(11.0 + 30.5, abs=1.0)  # last event + the timeout
+    assert r[1].state is Outcome.FAILED and r[1].reason == "timeout"
+    assert r[2].state is Outcome.COMPLETED
+
+
+def test_a_pool_runs_trials_at_once_on_disjoint_slices_and_reuses_freed_ones(tmp_path,
+                                                                            tracking):
+    clock = ManualClock(0.0)
+    pool = [HostInfo("h1", 2), HostInfo("h2", 2)]
+    # trial 0 fails fast; 1 runs long; 2 must get trial 0's host while 1 still runs
+    launcher = FakeLauncher(clock, [epochs([0.1], done=False, returncode=1),
+                                    epochs([0.3, 0.5, 0.7, 0.85], target=0.8),
+                                    epochs([0.9], target=0.8)])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=3, hosts=pool).run()
+    slices = [res.hosts for res, _ in launcher.launched]
+    assert slices[0] != slices[1] and {slices[0][0], slices[1][0]} == {"h1", "h2"}
+    assert slices[2] == slices[0]  # the failed trial's host was given back
+    starts = [job.started for _, job in launcher.launched]
+    assert starts[1] - starts[0] < 1.0  # 0 and 1 ran at the same time
+    r = _by_number(study)
+    assert r[2].end is not None and r[1].end is not None
+    assert r[2].hosts == list(slices[2])  # the record tells where it ran
+    assert r[1].config["layout"]["hosts"] == list(slices[1])
+
+
+def test_infeasible_samples_are_recorded_never_launched_and_end_a_hopeless_study(tmp_path,
+                                                                                tracking):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [])
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=2, ranks=(4,),
+                     max_infeasible_in_a_row=3)
+    with pytest.raises(ConfigError, match="3 samples in a row were infeasible"):
+        driver.run()
+    assert launcher.launched == []
+    study = optuna.load_study(study_name=driver.s.study, storage=driver.s.storage)
+    r = records(study)
+    assert [t.state for t in r] == [Outcome.INFEASIBLE] * 3
+    assert "ranks_per_node × threads_per_rank = 4×1 = 4 > 2 cores per node" in r[0].reason
+    assert all(t.state is optuna.trial.TrialState.PRUNED for t in study.trials)
+
+
+def test_the_compute_budget_and_the_study_timeout_stop_new_trials(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.5, 0.6]) for _ in range(5)])
+    study = _driver(tmp_path / "b", tracking, launcher, clock, trials=5,
+                    budget_node_s=40.0).run()
+    # each trial costs ~22 node-s: the second crosses the budget, no third starts
+    assert len(study.trials) == 2 and all(r.state is Outcome.COMPLETED for r in records(study))
+    clock2 = ManualClock(0.0)
+    launcher2 = FakeLauncher(clock2, [epochs([0.5, 0.6]) for _ in range(5)])
+    study2 = _driver(tmp_path / "t", tracking, launcher2, clock2, trials=5,
+                     timeout_s=30.0).run()
+    assert len(study2.trials) == 2  # the second started before 30 s, none after
+
+
+def test_an_interrupted_loop_cancels_its_jobs_and_records_them_failed(tmp_path, tracking):
+    clock = ManualClock(0.0)
+
+    class Interrupt(FakeLauncher):
+        def launch(self, config_path: Path, resources: Any, *, workdir: Path, **options: Any):
+            if self.launched:
+                raise KeyboardInterrupt
+            return super().launch(config_path, resources, workdir=workdir)
+
+    launcher = Interrupt(clock, [epochs([0.1] * 10)])
+    pool = [HostInfo("h1", 2), HostInfo("h2", 2)]
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=3, hosts=pool)
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    assert launcher.launched[0][1].state.value == "CANCELLED"
+    study = optuna.load_study(study_name=driver.s.study, storage=driver.s.storage)
+    reasons = [r.reason for r in records(study)]
+    assert reasons == ["interrupted: the driver was stopped"] * 2
+    assert all(t.state is optuna.trial.TrialState.FAIL for t in study.trials)

@@ -1,4 +1,4 @@
-"""The study's objective: time-to-accuracy (DESIGN.md §3), with a rule for trials that miss.
+"""The study's objective: time-to-accuracy (docs/DESIGN.md §3), with a rule for trials that miss.
 
 The value Optuna minimises for a finished trial is
 

@@ -56,8 +56,8 @@ class DataConfig(_Strict):
     split: SplitConfig = SplitConfig()
     drop_dmso: bool = False
     illumination_correction: bool = False
-    # "unit": pixels in [0, 1] (DESIGN.md); "standardize": minus the training set's per-channel
-    # mean, over its std (helps plain SGD leave the initial plateau on small data).
+    # "unit": pixels in [0, 1] (docs/DESIGN.md §1.4); "standardize": minus the training set's
+    # per-channel mean, over its std (helps plain SGD leave the initial plateau on small data).
     normalize: Literal["unit", "standardize"] = "unit"
     cache_dir: Path | None = None  # default: $MCNN_CACHE_DIR or ~/.cache/mcnn-explorer/shards
     augment: AugmentConfig = AugmentConfig()

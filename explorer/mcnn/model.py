@@ -1,6 +1,6 @@
 """Godinez et al. (2017) multi-scale CNN (M-CNN), Keras 3.
 
-Structure (DESIGN.md §1), for an input of H×W×3:
+Structure (docs/DESIGN.md §1), for an input of H×W×3:
 
 * one pathway per scale ``s = 1, 2, 4, ..., S``: MaxPool ``s×s`` stride ``s`` (VALID; none for
   ``s = 1``), three 5×5 Conv2D + ReLU (SAME, bias), MaxPool ``(S/s)×(S/s)`` stride ``S/s`` (SAME).

@@ -15,7 +15,7 @@ Exit codes: 0 done, 2 bad config/data (a damaged shard cache too), 3 NaN/Inf los
 could not be written (disk full, read-only or missing folder: the ``failed`` event may be lost
 too), 1 anything else.
 
-TTA (DESIGN.md §3): the clock starts right before the first training batch is read and stops
+TTA (docs/DESIGN.md §3): the clock starts right before the first training batch is read and stops
 after the evaluation that first reaches ``target_accuracy``; evaluation time is included.
 ``startup_s`` runs from the launcher's ``MCNN_LAUNCH_TIME`` (or this process's start) to that point.
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explorer.cli import main
 from devsupport.netns import netns_available, netns_hosts
+from explorer.cli import main
 from tests.conftest import requires_mpi
 from tests.faults.conftest import no_orphans as no_orphans
 from tests.faults.conftest import wait_for_no_new_processes

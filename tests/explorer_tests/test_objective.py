@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from explorer.objective import MISS_BASE, TrialOutcome, intermediate_value, objective_values
 from explorer.outcome import outcome_from_events
 from explorer.record import Outcome
-from explorer.objective import MISS_BASE, TrialOutcome, intermediate_value, objective_values
 from launchers.base import JobState
 
 

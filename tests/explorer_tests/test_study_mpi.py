@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 import explorer.study as study_mod
 from explorer.cli import main
 from explorer.driver import StudyDriver
-from explorer.study import StudySettings
 from explorer.mcnn.config import load_config
 from explorer.progress import ProgressLine
+from explorer.study import StudySettings
 from launchers import MpirunLauncher, detect_local, session_pids
 from tests.conftest import requires_mpi
 from tests.spaces import write_space

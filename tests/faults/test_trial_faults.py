@@ -17,8 +17,8 @@ from mlflow.tracking import MlflowClient
 
 import explorer.driver as driver_mod
 from explorer.driver import StudyDriver
-from explorer.study import StudySettings
 from explorer.progress import ProgressLine
+from explorer.study import StudySettings
 from launchers import MpirunLauncher, detect_local
 from tests.conftest import requires_mpi
 from tests.faults.conftest import wait_for_no_new_processes

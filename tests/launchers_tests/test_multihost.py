@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.netns import leftovers, netns_available, netns_hosts, remove_stale
 from explorer.mcnn.events import KINDS, read_events
 from launchers import JobState, MpirunLauncher, Resources, session_pids
-from devsupport.netns import leftovers, netns_available, netns_hosts, remove_stale
 from tests.conftest import requires_mpi
 from tests.spaces import write_trial_config
 

@@ -19,12 +19,23 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from explorer.mcnn.bbbc021 import IMAGE_CSV, MOA_CSV
 from mcnn_base.errors import ConfigError, os_error_message
 from mcnn_base.urls import mask_url, scrub
+from search_spaces.feasibility import smallest_verdicts
+
+if TYPE_CHECKING:
+    from explorer.driver import StudySettings
+    from launchers.hosts import HostInfo
+    from search_spaces.space import SearchSpace
 
 __all__ = ["check_data_root", "check_launch", "check_layout", "check_storage", "check_tracking",
            "layout_problem", "writable_dir"]
@@ -38,8 +49,6 @@ def _sqlite_file(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL (None: not SQLite, or in memory)."""
     if not url.startswith("sqlite:"):
         return None
-    from sqlalchemy.engine import make_url
-
     database = make_url(url).database
     return Path(database) if database and database != ":memory:" else None
 
@@ -69,9 +78,6 @@ def _reason(exc: BaseException, url: str) -> str:
 
 def _connect(url: str, what: str) -> None:
     """Open (and close) one connection to the database server of ``url``."""
-    import sqlalchemy
-    from sqlalchemy.engine import make_url
-
     try:
         parsed = make_url(url)
     except Exception:  # sqlalchemy.exc.ArgumentError and friends
@@ -137,15 +143,13 @@ def writable_dir(path: Path, flag: str) -> None:
 
 def check_data_root(data: Path, flag: str = "--data") -> None:
     """A folder holding both CSVs of a BBBC021 tree (the TIFFs are checked by ``data prepare``)."""
-    from explorer.mcnn.bbbc021 import IMAGE_CSV, MOA_CSV
-
     for name in (IMAGE_CSV, MOA_CSV):
         if not (data / name).is_file():
             raise ConfigError(f"{flag} {str(data)!r}: no {name} there; expected a BBBC021 tree "
                               "(see 'mcnn-explore data synth')")
 
 
-def _smallest(space: Any, name: str, default: Any) -> int | None:
+def _smallest(space: SearchSpace, name: str, default: object) -> int | None:
     """The smallest integer a dimension (or the base value) can take; None if not numeric."""
     dim = space.dimensions.get(name)
     if dim is None:
@@ -158,27 +162,21 @@ def _smallest(space: Any, name: str, default: Any) -> int | None:
     return int(min(numbers)) if numbers else None
 
 
-def layout_problem(space: Any, hosts: list[Any]) -> str | None:
+def layout_problem(space: SearchSpace, hosts: Sequence[HostInfo]) -> str | None:
     """Why no sample of ``space`` can run on ``hosts`` (None: some sample may fit)."""
     layout = space.base.get("layout") or {}
-    nodes = _smallest(space, "nodes", 1) or 1
-    ranks = _smallest(space, "ranks_per_node", layout.get("ranks_per_node", 1)) or 1
-    threads = _smallest(space, "threads_per_rank", layout.get("threads_per_rank", 1)) or 1
-    batch = _smallest(space, "per_worker_batch", space.base.get("per_worker_batch", 8)) or 1
-    cores = max(h.cores for h in hosts)
-    if nodes > len(hosts):
-        return f"nodes is at least {nodes}, but {len(hosts)} host(s) are available"
-    if ranks * threads > cores:
-        return (f"ranks_per_node × threads_per_rank is at least {ranks}×{threads} = "
-                f"{ranks * threads}, but the largest host has {cores} cores")
-    cap = space.constraints.max_global_batch
-    if batch * nodes * ranks > cap:
-        return (f"the global batch is at least {batch}×{nodes * ranks} = {batch * nodes * ranks}, "
-                f"above the space's max_global_batch {cap}")
-    return None
+    verdicts = smallest_verdicts(
+        nodes=_smallest(space, "nodes", 1) or 1,
+        ranks=_smallest(space, "ranks_per_node", layout.get("ranks_per_node", 1)) or 1,
+        threads=_smallest(space, "threads_per_rank", layout.get("threads_per_rank", 1)) or 1,
+        per_worker_batch=_smallest(space, "per_worker_batch",
+                                   space.base.get("per_worker_batch", 8)) or 1,
+        largest_cores=max(h.cores for h in hosts), available_hosts=len(hosts),
+        cap=space.constraints.max_global_batch)
+    return next((v.reason for v in verdicts.values() if not v.feasible), None)
 
 
-def check_layout(space: Any, hosts: list[Any]) -> None:
+def check_layout(space: SearchSpace, hosts: Sequence[HostInfo]) -> None:
     problem = layout_problem(space, hosts)
     if problem is not None:
         names = ", ".join(f"{h.name} ({h.cores} cores)" for h in hosts[:4])
@@ -188,7 +186,7 @@ def check_layout(space: Any, hosts: list[Any]) -> None:
                           "dimensions or add hosts (--hosts)")
 
 
-def check_launch(settings: Any, space: Any) -> None:
+def check_launch(settings: StudySettings, space: SearchSpace) -> None:
     """Everything ``study launch`` can check before its first write."""
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)

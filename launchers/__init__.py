@@ -10,11 +10,11 @@ from launchers.hosts import (
     hosts_from_slurm,
     parse_cpus_per_node,
     read_hostfile,
-    validate_hostname,
 )
 from launchers.local import LocalLauncher
 from launchers.mpirun import MpirunLauncher, binding_args, build_mpirun_argv
 from launchers.slurm import SlurmBatchJob, SlurmLauncher, build_srun_argv, render_sbatch
+from mcnn_base.hostnames import validate_hostname
 
 __all__ = [
     "HostInfo",

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from mcnn_base.hostnames import validate_hostname
+
 __all__ = ["Job", "JobHandle", "JobState", "Launcher", "Resources", "prepare_workdir",
            "process_start_ticks", "session_pids"]
 
@@ -53,8 +55,6 @@ class Resources:
     timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        from launchers.hosts import validate_hostname
-
         if not self.hosts:
             raise ValueError("hosts must name at least one host")
         for h in self.hosts:

@@ -1,4 +1,7 @@
-"""Host descriptions: this machine's cores/sockets, Open MPI hostfiles, host-name validation."""
+"""Host descriptions: this machine's cores/sockets, Open MPI hostfiles, SLURM allocations.
+
+Host names are checked by :func:`mcnn_base.hostnames.validate_hostname`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mcnn_base.errors import ConfigError
+from mcnn_base.hostnames import validate_hostname
 
 __all__ = [
     "HostInfo",
@@ -17,26 +21,7 @@ __all__ = [
     "hosts_from_slurm",
     "parse_cpus_per_node",
     "read_hostfile",
-    "validate_hostname",
 ]
-
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
-
-
-def validate_hostname(name: str) -> str:
-    """Return ``name`` if it is a plain host name or address; reject anything a shell would parse.
-
-    Raises:
-        ConfigError: the name holds characters outside ``[A-Za-z0-9._-]`` (e.g. ``;``, ``$``,
-            spaces, quotes) or is empty or too long.
-    """
-    if not isinstance(name, str) or not _HOSTNAME.match(name):
-        raise ConfigError(
-            f"invalid host name {name!r}: expected letters, digits, '.', '-' or '_' only "
-            "(no spaces or shell metacharacters)"
-        )
-    return name
-
 
 @dataclass(frozen=True)
 class HostInfo:

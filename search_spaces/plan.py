@@ -3,19 +3,15 @@
 :func:`sample_params` asks an Optuna trial (anything with ``suggest_float/int/categorical``) for
 every dimension of a space; :func:`build_plan` is pure and turns those values into
 
-* a training-config dict (validated by :class:`~explorer.mcnn.config.TrainConfig`), whose LR
-  schedule is always a tf_cnn_benchmarks piecewise string, rendered from the schedule family
-  ``peak_lr`` / ``first_decay_epoch`` / ``decay_every_epochs`` / ``decay_phases`` /
-  ``decay_factor`` (plus ``warmup_epochs``)::
-
-      peak;  first;  peak·f;  first+every;  peak·f²;  ...   (boundaries at or past max_epochs dropped)
-
-* :class:`~launchers.base.Resources` (hosts, ranks/threads per node, binding, thread env);
+* a training-config dict (validated by :class:`~explorer.mcnn.config.TrainConfig`): the space's
+  ``base`` under the sampled values, each written where the dimension registry
+  (:mod:`search_spaces.dimensions`) says; the LR schedule is always a tf_cnn_benchmarks piecewise
+  string, rendered from the schedule family (:func:`render_schedule`);
+* :class:`~launchers.base.Resources` (hosts, ranks/threads per node, binding, thread env), read
+  from the validated config's ``layout``;
 * the derived values (global batch, world size, updates per epoch, piecewise string);
-* constraint values, one per feasibility rule, feasible when ``<= 0`` (Optuna's convention):
-  ``cores`` (ranks × threads − cores per node), ``hosts`` (nodes − available hosts),
-  ``updates_per_epoch`` (minimum − ⌊train images / global batch⌋) and ``global_batch``
-  (global batch − cap).
+* constraint values, one per feasibility rule (:mod:`search_spaces.feasibility`), feasible when
+  ``<= 0`` (Optuna's convention): ``cores``, ``hosts``, ``updates_per_epoch``, ``global_batch``.
 """
 
 from __future__ import annotations
@@ -24,18 +20,21 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from explorer.mcnn.config import config_from_dict
-from explorer.mcnn.schedule import PiecewiseSchedule, parse_piecewise
+from explorer.mcnn.schedule import parse_piecewise
 from launchers.base import Resources
-from launchers.hosts import HostInfo
-from search_spaces.space import Dimension, SearchSpace
+from search_spaces.dimensions import render_schedule, resolve, sampled_config
+from search_spaces.feasibility import trial_verdicts
 
-__all__ = ["TrialPlan", "build_plan", "deep_merge", "place", "render_schedule", "sample_params"]
+if TYPE_CHECKING:
+    from explorer.mcnn.config import LayoutConfig
+    from launchers.hosts import HostInfo
+    from search_spaces.space import Dimension, SearchSpace
 
-_SCHEDULE_KEYS = ("peak_lr", "first_decay_epoch", "decay_every_epochs", "decay_phases",
-                  "decay_factor")
+__all__ = ["TrialPlan", "build_plan", "deep_merge", "place", "render_schedule", "resources_of",
+           "sample_params"]
 
 
 class Suggester(Protocol):
@@ -94,30 +93,6 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_schedule(params: dict[str, Any], max_epochs: float) -> str | None:
-    """Render the sampled schedule family as a piecewise string (None if nothing was sampled)."""
-    if not any(k in params for k in _SCHEDULE_KEYS):
-        return None
-    peak = float(params.get("peak_lr", 0.01))
-    first = float(params.get("first_decay_epoch", max_epochs * 0.5))
-    every = float(params.get("decay_every_epochs", max_epochs * 0.25))
-    phases = int(params.get("decay_phases", 2))
-    factor = float(params.get("decay_factor", 0.1))
-    lrs = [_round_sig(peak)]
-    boundaries: list[float] = []
-    for i in range(phases):
-        b = round(first + i * every, 2)
-        if b >= max_epochs or (boundaries and b <= boundaries[-1]):
-            break
-        boundaries.append(b)
-        lrs.append(_round_sig(peak * factor ** (i + 1)))
-    return PiecewiseSchedule(tuple(lrs), tuple(boundaries)).render()
-
-
-def _round_sig(x: float, digits: int = 4) -> float:
-    return float(f"{x:.{digits}g}")
-
-
 def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n_train: int,
                hosts: Sequence[HostInfo], overrides: dict[str, Any] | None = None) -> TrialPlan:
     """Turn sampled ``params`` into a validated config, resources and constraint values.
@@ -136,88 +111,45 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     if not hosts:
         raise ValueError("hosts must hold at least one host")
     p = dict(params)
-    cfg: dict[str, Any] = deep_merge(space.base, {"data": {"root": str(data_root)}})
-    max_epochs = float(cfg.get("max_epochs", 20.0))
-    sampled: dict[str, Any] = {}
-    if "per_worker_batch" in p:
-        sampled["per_worker_batch"] = int(p["per_worker_batch"])
-    schedule: dict[str, Any] = {}
-    piecewise = render_schedule(p, max_epochs)
-    if piecewise is not None:
-        schedule["piecewise"] = piecewise
-    if "warmup_epochs" in p:
-        schedule["warmup_epochs"] = round(float(p["warmup_epochs"]), 3)
-    if "linear_scaling" in p:
-        schedule["linear_scaling"] = bool(p["linear_scaling"])
-    if schedule:
-        sampled["schedule"] = schedule
-    optimizer = {k: p[k] for k in ("momentum", "nesterov") if k in p}
-    if optimizer:
-        sampled["optimizer"] = optimizer
-    if "precision" in p:
-        sampled["precision"] = p["precision"]
-
-    base_layout = cfg.get("layout") or {}
-    nodes = int(p.get("nodes", 1))
-    ranks = int(p.get("ranks_per_node", base_layout.get("ranks_per_node", 1)))
-    threads = int(p.get("threads_per_rank", base_layout.get("threads_per_rank", 1)))
-    binding = str(p.get("binding", base_layout.get("binding", "core")))
-    sampled["intra_op_threads"] = threads
-    if "inter_op_threads" in p:
-        sampled["inter_op_threads"] = int(p["inter_op_threads"])
-    env = {str(k): str(v) for k, v in (base_layout.get("env") or {}).items()}
-    env["OMP_NUM_THREADS"] = str(int(p.get("omp_num_threads", threads)))
-    if "kmp_blocktime" in p:
-        env["KMP_BLOCKTIME"] = str(p["kmp_blocktime"])
-    if "kmp_affinity" in p:
-        env["KMP_AFFINITY"] = str(p["kmp_affinity"])
-    chosen = list(hosts[:nodes])
-    sampled["layout"] = {"hosts": [h.name for h in chosen], "ranks_per_node": ranks,
-                         "threads_per_rank": threads, "binding": binding, "env": env}
-    cfg = deep_merge(cfg, sampled)
+    base = deep_merge(space.base, {"data": {"root": str(data_root)}})
+    cfg = deep_merge(base, sampled_config(p, base, [h.name for h in hosts]))
     if overrides:
         cfg = deep_merge(cfg, overrides)
     validated = config_from_dict(cfg, f"trial config of space {space.name!r}")
-
+    layout = validated.layout
+    assert layout is not None  # sampled_config always writes the layout
+    nodes = int(resolve("nodes", p, base))
+    chosen = list(hosts[:nodes])  # as in layout.hosts, unless nodes exceed the pool
+    ranks = layout.ranks_per_node
+    verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
+                              per_worker_batch=validated.per_worker_batch,
+                              cores_per_node=min(h.cores for h in chosen),
+                              available_hosts=len(hosts), n_train=n_train,
+                              limits=space.constraints)
+    constraints = {name: v.value for name, v in verdicts.items()}
+    reasons = [v.reason for v in verdicts.values() if not v.feasible]
     world = nodes * ranks
     global_batch = validated.per_worker_batch * world
-    updates = n_train // global_batch
-    cores = min(h.cores for h in chosen)
-    limits = space.constraints
-    constraints = {
-        "cores": float(ranks * threads - cores),
-        "hosts": float(nodes - len(hosts)),
-        "updates_per_epoch": float(limits.min_updates_per_epoch - updates),
-        "global_batch": float(global_batch - limits.max_global_batch),
-    }
-    reasons = []
-    if constraints["cores"] > 0:
-        reasons.append(f"ranks_per_node × threads_per_rank = {ranks}×{threads} = "
-                       f"{ranks * threads} > {cores} cores per node")
-    if constraints["hosts"] > 0:
-        reasons.append(f"nodes = {nodes} > {len(hosts)} available hosts")
-    if constraints["updates_per_epoch"] > 0:
-        reasons.append(f"updates per epoch = {n_train} images // global batch {global_batch} = "
-                       f"{updates} < minimum {limits.min_updates_per_epoch}")
-    if constraints["global_batch"] > 0:
-        reasons.append(f"global batch = {validated.per_worker_batch}×{world} = {global_batch} "
-                       f"> cap {limits.max_global_batch}")
-    resources = None
-    if constraints["hosts"] <= 0:
-        resources = Resources(hosts=tuple(h.name for h in chosen), ranks_per_node=ranks,
-                              threads_per_rank=threads, binding=binding, env=env)
     derived = {
         "global_batch": global_batch,
         "world_size": world,
         "nodes": nodes,
-        "updates_per_epoch": updates,
+        "updates_per_epoch": n_train // global_batch,
         "piecewise": parse_piecewise(validated.schedule.piecewise).render(),
         "lr_scale": (global_batch / validated.schedule.reference_batch
                      if validated.schedule.linear_scaling else 1.0),
         "hosts": ",".join(h.name for h in chosen),
     }
+    resources = resources_of(layout) if verdicts["hosts"].feasible else None
     return TrialPlan(params=p, config=validated.to_dict(), resources=resources, derived=derived,
                      constraints=constraints, reasons=reasons)
+
+
+def resources_of(layout: LayoutConfig) -> Resources:
+    """The launcher's :class:`~launchers.base.Resources` of a validated ``layout:`` section."""
+    return Resources(hosts=layout.hosts, ranks_per_node=layout.ranks_per_node,
+                     threads_per_rank=layout.threads_per_rank, binding=layout.binding,
+                     env=dict(layout.env))
 
 
 def place(plan: TrialPlan, hosts: Sequence[HostInfo]) -> TrialPlan:

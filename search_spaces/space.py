@@ -11,7 +11,8 @@ A space file has three sections::
     constraints: {min_updates_per_epoch: 150, max_global_batch: 2048}
 
 A dimension is exactly one of ``float: [low, high]``, ``int: [low, high]`` (both with optional
-``log`` / ``step``) or ``choices: [...]``. Every error names the file, the key path and, where
+``log`` / ``step``) or ``choices: [...]``; its name must be in the dimension registry
+(:data:`search_spaces.dimensions.DIMENSIONS`). Every error names the file, the key path and, where
 YAML can tell, the line.
 """
 
@@ -24,16 +25,10 @@ from typing import Any
 import yaml
 
 from mcnn_base.errors import ConfigError
+from search_spaces.dimensions import DIMENSIONS
 
-__all__ = ["KNOWN_DIMENSIONS", "Constraints", "Dimension", "SearchSpace", "load_space"]
+__all__ = ["Constraints", "Dimension", "SearchSpace", "load_space"]
 
-# Dimension names the trial builder understands (search_spaces/plan.py).
-KNOWN_DIMENSIONS = frozenset({
-    "peak_lr", "warmup_epochs", "decay_phases", "first_decay_epoch", "decay_every_epochs",
-    "decay_factor", "per_worker_batch", "linear_scaling", "nodes", "ranks_per_node",
-    "threads_per_rank", "inter_op_threads", "binding", "omp_num_threads", "kmp_blocktime",
-    "kmp_affinity", "precision", "momentum", "nesterov",
-})
 _TOP_KEYS = {"name", "description", "base", "dimensions", "constraints"}
 _CONSTRAINT_KEYS = {"min_updates_per_epoch", "max_global_batch"}
 
@@ -99,9 +94,9 @@ def _number(value: Any, where: str, what: str) -> float:
 
 
 def _dimension(name: str, spec: Any, where: str) -> Dimension:
-    if name not in KNOWN_DIMENSIONS:
+    if name not in DIMENSIONS:
         raise ConfigError(f"{where}: unknown dimension {name!r}; expected one of "
-                          f"{', '.join(sorted(KNOWN_DIMENSIONS))}")
+                          f"{', '.join(sorted(DIMENSIONS))}")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping like {{float: [low, high]}} or "
                           f"{{choices: [...]}}, got {_strip(spec)!r}")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from explorer.mcnn.schedule import parse_piecewise
 from mcnn_base.errors import ConfigError
+from mcnn_base.hostnames import validate_hostname
 
 __all__ = [
     "AugmentConfig",
@@ -129,8 +130,6 @@ class LayoutConfig(_Strict):
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from launchers.hosts import validate_hostname
-
         if not v:
             raise ValueError("hosts must name at least one host")
         for host in v:

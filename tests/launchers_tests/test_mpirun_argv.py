@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+from explorer.mcnn.config import LayoutConfig
 from launchers import Resources, build_mpirun_argv, read_hostfile, validate_hostname
 from mcnn_base.errors import ConfigError
+from mcnn_base.hostnames import validate_hostname as base_validate_hostname
+
+MCNN = Path(__file__).resolve().parents[2] / "explorer" / "mcnn"
 
 CMD = ["python", "-m", "explorer.mcnn.train"]
 
@@ -46,6 +53,20 @@ def test_shell_metacharacters_rejected(bad):
         validate_hostname(bad)
     with pytest.raises(ConfigError):
         Resources(hosts=(bad,))
+    with pytest.raises(ValueError, match="invalid host name"):
+        LayoutConfig(hosts=(bad,))
+
+
+def test_one_host_name_rule_in_the_base_package():
+    assert validate_hostname is base_validate_hostname
+
+
+def test_the_job_package_never_imports_the_launchers():
+    for path in MCNN.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "launchers" for n in names), path.name
 
 
 def test_hostfile_line_is_named(tmp_path):

@@ -9,7 +9,7 @@ from explorer.mcnn.config import config_from_dict
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
-from search_spaces.plan import build_plan, render_schedule, sample_params
+from search_spaces.plan import build_plan, render_schedule, resources_of, sample_params
 from search_spaces.space import load_space
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -96,6 +96,15 @@ def test_thread_env_and_linear_scaling(tmp_path):
                                         "KMP_AFFINITY": "disabled"}
     assert plan.derived["global_batch"] == 128 and plan.derived["lr_scale"] == 0.5
     assert plan.config["precision"] == "mixed_bfloat16" and plan.config["inter_op_threads"] == 2
+
+
+def test_resources_are_read_from_the_validated_layout(tmp_path):
+    space = load_space(SHIPPED / "tiny.yaml")
+    plan = build_plan(space, _params(), data_root=tmp_path, n_train=160, hosts=TWO_CORES,
+                      overrides={"layout": {"env": {"KMP_BLOCKTIME": "1"}}})
+    layout = config_from_dict(plan.config).layout
+    assert layout is not None and plan.resources == resources_of(layout)
+    assert dict(plan.resources.env) == {"OMP_NUM_THREADS": "1", "KMP_BLOCKTIME": "1"}
 
 
 def test_overrides_win_and_a_bad_base_is_a_config_error(tmp_path):

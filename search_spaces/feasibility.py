@@ -1,0 +1,95 @@
+"""The feasibility rules of a trial, defined once.
+
+Each rule returns a :class:`Verdict`: the constraint value, feasible when ``<= 0`` (Optuna's
+convention), and the reason when it is not. :func:`~search_spaces.plan.build_plan` checks a
+sampled trial with :func:`trial_verdicts`; :func:`explorer.preflight.layout_problem` checks the
+smallest sample a space can draw with :func:`smallest_verdicts` (its reasons say "at least").
+
+* ``cores``: ranks × threads per node − cores per node;
+* ``hosts``: nodes − available hosts;
+* ``updates_per_epoch``: minimum − ⌊train images / global batch⌋;
+* ``global_batch``: per-worker batch × world size − cap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from search_spaces.space import Constraints
+
+__all__ = ["Verdict", "check_cores", "check_global_batch", "check_hosts",
+           "check_updates_per_epoch", "smallest_verdicts", "trial_verdicts"]
+
+
+class Verdict(NamedTuple):
+    value: float  # feasible when <= 0
+    reason: str  # why not ("" when feasible)
+
+    @property
+    def feasible(self) -> bool:
+        return self.value <= 0
+
+
+def _verdict(value: int, reason: str) -> Verdict:
+    return Verdict(float(value), reason if value > 0 else "")
+
+
+def check_cores(ranks: int, threads: int, cores: int, *, smallest: bool = False) -> Verdict:
+    """Ranks × threads per rank must fit the cores of a node (of the largest host, ``smallest``)."""
+    used = ranks * threads
+    if smallest:
+        return _verdict(used - cores, f"ranks_per_node × threads_per_rank is at least "
+                        f"{ranks}×{threads} = {used}, but the largest host has {cores} cores")
+    return _verdict(used - cores, f"ranks_per_node × threads_per_rank = {ranks}×{threads} = "
+                    f"{used} > {cores} cores per node")
+
+
+def check_hosts(nodes: int, available: int, *, smallest: bool = False) -> Verdict:
+    """A trial cannot use more nodes than the pool holds."""
+    if smallest:
+        return _verdict(nodes - available,
+                        f"nodes is at least {nodes}, but {available} host(s) are available")
+    return _verdict(nodes - available, f"nodes = {nodes} > {available} available hosts")
+
+
+def check_updates_per_epoch(n_train: int, global_batch: int, minimum: int) -> Verdict:
+    """An epoch must hold at least ``minimum`` updates (⌊train images / global batch⌋)."""
+    updates = n_train // global_batch
+    return _verdict(minimum - updates, f"updates per epoch = {n_train} images // global batch "
+                    f"{global_batch} = {updates} < minimum {minimum}")
+
+
+def check_global_batch(per_worker: int, world: int, cap: int, *, smallest: bool = False
+                       ) -> Verdict:
+    """Per-worker batch × world size must not exceed the space's cap."""
+    batch = per_worker * world
+    if smallest:
+        return _verdict(batch - cap, f"the global batch is at least {per_worker}×{world} = "
+                        f"{batch}, above the space's max_global_batch {cap}")
+    return _verdict(batch - cap, f"global batch = {per_worker}×{world} = {batch} > cap {cap}")
+
+
+def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,
+                   cores_per_node: int, available_hosts: int, n_train: int,
+                   limits: Constraints) -> dict[str, Verdict]:
+    """Every rule for one sampled trial, by constraint name (Optuna's constraint order)."""
+    world = nodes * ranks
+    return {
+        "cores": check_cores(ranks, threads, cores_per_node),
+        "hosts": check_hosts(nodes, available_hosts),
+        "updates_per_epoch": check_updates_per_epoch(n_train, per_worker_batch * world,
+                                                     limits.min_updates_per_epoch),
+        "global_batch": check_global_batch(per_worker_batch, world, limits.max_global_batch),
+    }
+
+
+def smallest_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,
+                      largest_cores: int, available_hosts: int, cap: int) -> dict[str, Verdict]:
+    """The rules a space's smallest sample must pass before a study starts (in checking order;
+    updates per epoch need the split, so they are left to each trial)."""
+    return {
+        "hosts": check_hosts(nodes, available_hosts, smallest=True),
+        "cores": check_cores(ranks, threads, largest_cores, smallest=True),
+        "global_batch": check_global_batch(per_worker_batch, nodes * ranks, cap, smallest=True),
+    }

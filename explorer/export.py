@@ -22,6 +22,7 @@ from explorer.study import best_trial
 from launchers.base import Resources
 from launchers.mpirun import build_mpirun_argv, train_command
 from mcnn_base.errors import ConfigError
+from search_spaces import plan
 
 __all__ = ["FORMATS", "best_config", "load_study", "render_mpirun", "render_sbatch_script",
            "render_yaml"]
@@ -92,12 +93,8 @@ def render_yaml(study: optuna.Study) -> str:
 
 
 def resources_of(cfg: TrainConfig) -> Resources:
-    layout = cfg.layout
-    if layout is None:
-        return Resources()
-    return Resources(hosts=layout.hosts, ranks_per_node=layout.ranks_per_node,
-                     threads_per_rank=layout.threads_per_rank, binding=layout.binding,
-                     env=dict(layout.env))
+    """The resources of an exported config: its ``layout`` (defaults without one)."""
+    return Resources() if cfg.layout is None else plan.resources_of(cfg.layout)
 
 
 def _thread_env(res: Resources) -> dict[str, str]:

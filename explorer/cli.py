@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mcnn_base.errors import LaunchError, UserError, os_error_message
+from mcnn_base.native_logs import VERBOSE_ENV
 
 __all__ = ["main"]
 
@@ -64,11 +65,14 @@ def _data_summary(args: argparse.Namespace) -> int:
 def _data_prepare(args: argparse.Namespace) -> int:
     from explorer.mcnn.config import load_config
     from explorer.mcnn.shards import prepare_shards
+    from mcnn_base.native_logs import filter_native_info
 
     cfg = load_config(args.config)
-    # with --json, stdout holds only the summary: messages (e.g. a rebuild) go to stderr
-    shards = prepare_shards(cfg.data, verify="full", log=(
-        lambda message: print(message, file=sys.stderr)) if args.json else print)
+    # with --json, stdout holds only the summary: messages (e.g. a rebuild) go to stderr;
+    # TensorFlow's native INFO lines are left out (unless -v)
+    with filter_native_info():
+        shards = prepare_shards(cfg.data, verify="full", log=(
+            lambda message: print(message, file=sys.stderr)) if args.json else print)
     if args.json:
         print(json.dumps({"path": str(shards.path), "n_train": shards.n_train,
                           "n_val": shards.n_val, "classes": shards.classes,
@@ -116,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mcnn-explore",
         description="Find the fastest way to train M-CNN on BBBC021 with Optuna, Horovod, MLflow.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show TensorFlow's native INFO lines (here and in every job)")
     sub = parser.add_subparsers(dest="command", required=True)
     from explorer import cli_review, cli_study, cli_train, demo
 
@@ -128,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:  # inherited by every child: data preparation and the jobs' ranks
+        os.environ[VERBOSE_ENV] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         return int(args.func(args))
     except UserError as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcnn_base.hostnames import validate_hostname
+from mcnn_base.native_logs import without_native_info
 
 __all__ = ["Job", "JobHandle", "JobState", "Launcher", "Resources", "prepare_workdir",
            "process_start_ticks", "session_pids"]
@@ -225,11 +226,13 @@ class Job:
         self._log.close()
 
     def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the job's log (TensorFlow's native INFO lines left out
+        unless ``MCNN_VERBOSE=1``)."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(without_native_info(text).splitlines()[-lines:])
 
 
 def prepare_workdir(workdir: Path) -> tuple[Path, Path]:

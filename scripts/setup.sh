@@ -99,6 +99,8 @@ if ! "$PY" -c "import horovod.tensorflow as h; assert h.mpi_built()" >/dev/null 
   log "installing cached Horovod wheel $wheel"
   "${PIP[@]}" install --no-deps "$wheel"
   "${PIP[@]}" install cloudpickle psutil pyyaml packaging
-  "$PY" -c "import horovod.tensorflow as h; assert h.mpi_built(), 'Horovod built without MPI'"
+  # TensorFlow's native INFO lines are noise here: show the output only if the check fails
+  check="$("$PY" -c "import horovod.tensorflow as h; assert h.mpi_built(), 'Horovod built without MPI'" 2>&1)" \
+    || { printf '%s\n' "$check" >&2; exit 1; }
 fi
 log "ready: $VENV"

@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from explorer.mcnn.config import load_config
     from explorer.mcnn.events import EventWriter
     from mcnn_base.errors import UserError
+    from mcnn_base.native_logs import import_tensorflow
 
     try:
         cfg = load_config(args.config)
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER
     events_path = Path(args.events) if args.events else cfg.events
+    import_tensorflow()  # its native INFO lines stay out of the job's log (MCNN_VERBOSE=1 keeps them)
     _configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
     PHASES["tf_imported"] = time.time()
     from explorer.mcnn.comm import make_comm

@@ -165,12 +165,15 @@ def _smallest(space: SearchSpace, name: str, default: object) -> int | None:
 def layout_problem(space: SearchSpace, hosts: Sequence[HostInfo]) -> str | None:
     """Why no sample of ``space`` can run on ``hosts`` (None: some sample may fit)."""
     layout = space.base.get("layout") or {}
+    ranks = _smallest(space, "ranks_per_node", layout.get("ranks_per_node", 1)) or 1
+    per_worker = _smallest(space, "per_worker_batch", space.base.get("per_worker_batch", 8)) or 1
+    if "per_node_batch" in space.dimensions:  # the smallest global batch: per node × nodes
+        per_worker = max(1, (_smallest(space, "per_node_batch", 1) or 1) // ranks)
     verdicts = smallest_verdicts(
         nodes=_smallest(space, "nodes", 1) or 1,
-        ranks=_smallest(space, "ranks_per_node", layout.get("ranks_per_node", 1)) or 1,
+        ranks=ranks,
         threads=_smallest(space, "threads_per_rank", layout.get("threads_per_rank", 1)) or 1,
-        per_worker_batch=_smallest(space, "per_worker_batch",
-                                   space.base.get("per_worker_batch", 8)) or 1,
+        per_worker_batch=per_worker,
         largest_cores=max(h.cores for h in hosts), available_hosts=len(hosts),
         cap=space.constraints.max_global_batch)
     return next((v.reason for v in verdicts.values() if not v.feasible), None)

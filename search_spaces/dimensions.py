@@ -81,12 +81,16 @@ class Dim:
         convert: sampled value → config value.
         fallback: what is written when the space does not sample it (None: nothing).
         pool: the value is a node count; ``paths`` get the names of the pool's first hosts.
+        per: the value is shared by the ranks of a node: each gets it ÷ the value of dimension
+            ``per`` (``per_node_batch`` → ``per_worker_batch``; a remainder makes the trial
+            infeasible, see :func:`search_spaces.feasibility.check_node_batch`).
     """
 
     paths: tuple[ConfigPath, ...]
     convert: Convert = keep
     fallback: Fixed | BaseOr | Like | None = None
     pool: bool = False
+    per: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,9 @@ DIMENSIONS: dict[str, Dim | Member] = {
     "warmup_epochs": _config("schedule", "warmup_epochs", convert=round3),
     "linear_scaling": _config("schedule", "linear_scaling", convert=bool),
     "per_worker_batch": _config("per_worker_batch", convert=int),
+    # the seed's "BS per node": split over the node's ranks, so the layout leaves the global
+    # batch alone (a space samples this or per_worker_batch, not both)
+    "per_node_batch": Dim((("per_worker_batch",),), int, per="ranks_per_node"),
     "momentum": _config("optimizer", "momentum"),
     "nesterov": _config("optimizer", "nesterov"),
     "precision": _config("precision"),
@@ -223,6 +230,8 @@ def sampled_config(params: Mapping[str, Any], base: Mapping[str, Any],
             continue
         if dim.pool:
             value = list(pool[:value])
+        if dim.per is not None:
+            value = max(1, value // max(1, int(resolve(dim.per, params, base))))
         for path in dim.paths:
             _put(out, path, value)
     # the base's rank environment (values as strings), under the sampled variables

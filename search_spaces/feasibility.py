@@ -8,7 +8,9 @@ smallest sample a space can draw with :func:`smallest_verdicts` (its reasons say
 * ``cores``: ranks × threads per node − cores per node;
 * ``hosts``: nodes − available hosts;
 * ``updates_per_epoch``: minimum − ⌊train images / global batch⌋;
-* ``global_batch``: per-worker batch × world size − cap.
+* ``global_batch``: per-worker batch × world size − cap;
+* ``per_node_batch`` (only in spaces that sample it): the remainder of per-node batch ÷ ranks
+  per node.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from search_spaces.space import Constraints
 
-__all__ = ["Verdict", "check_cores", "check_global_batch", "check_hosts",
+__all__ = ["Verdict", "check_cores", "check_global_batch", "check_hosts", "check_node_batch",
            "check_updates_per_epoch", "smallest_verdicts", "trial_verdicts"]
 
 
@@ -70,18 +72,30 @@ def check_global_batch(per_worker: int, world: int, cap: int, *, smallest: bool 
     return _verdict(batch - cap, f"global batch = {per_worker}×{world} = {batch} > cap {cap}")
 
 
+def check_node_batch(per_node: int, ranks: int) -> Verdict:
+    """A per-node batch must split evenly over the node's ranks (each rank a whole batch)."""
+    rest = per_node % ranks if per_node >= ranks else ranks - per_node
+    return _verdict(rest, f"per_node_batch {per_node} is not divisible by ranks_per_node "
+                    f"{ranks} (every rank needs the same whole batch)")
+
+
 def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,
                    cores_per_node: int, available_hosts: int, n_train: int,
-                   limits: Constraints) -> dict[str, Verdict]:
-    """Every rule for one sampled trial, by constraint name (Optuna's constraint order)."""
+                   limits: Constraints, per_node_batch: int | None = None) -> dict[str, Verdict]:
+    """Every rule for one sampled trial, by constraint name (Optuna's constraint order); the
+    per-node rule only when the space samples ``per_node_batch`` (every trial of a study has
+    the same constraints)."""
     world = nodes * ranks
-    return {
+    verdicts = {
         "cores": check_cores(ranks, threads, cores_per_node),
         "hosts": check_hosts(nodes, available_hosts),
         "updates_per_epoch": check_updates_per_epoch(n_train, per_worker_batch * world,
                                                      limits.min_updates_per_epoch),
         "global_batch": check_global_batch(per_worker_batch, world, limits.max_global_batch),
     }
+    if per_node_batch is not None:
+        verdicts["per_node_batch"] = check_node_batch(per_node_batch, ranks)
+    return verdicts
 
 
 def smallest_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,

@@ -121,11 +121,12 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     nodes = int(resolve("nodes", p, base))
     chosen = list(hosts[:nodes])  # as in layout.hosts, unless nodes exceed the pool
     ranks = layout.ranks_per_node
+    per_node = int(p["per_node_batch"]) if "per_node_batch" in p else None
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,
                               cores_per_node=min(h.cores for h in chosen),
                               available_hosts=len(hosts), n_train=n_train,
-                              limits=space.constraints)
+                              limits=space.constraints, per_node_batch=per_node)
     constraints = {name: v.value for name, v in verdicts.items()}
     reasons = [v.reason for v in verdicts.values() if not v.feasible]
     world = nodes * ranks
@@ -139,6 +140,7 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
         "lr_scale": (global_batch / validated.schedule.reference_batch
                      if validated.schedule.linear_scaling else 1.0),
         "hosts": ",".join(h.name for h in chosen),
+        "per_node_batch": validated.per_worker_batch * ranks,
     }
     resources = resources_of(layout) if verdicts["hosts"].feasible else None
     return TrialPlan(params=p, config=validated.to_dict(), resources=resources, derived=derived,

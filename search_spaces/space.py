@@ -93,6 +93,10 @@ def _number(value: Any, where: str, what: str) -> float:
     return float(value)
 
 
+# dimensions a space may not sample together: the second would overwrite the first
+EXCLUSIVE = (("per_node_batch", "per_worker_batch"),)
+
+
 def _dimension(name: str, spec: Any, where: str) -> Dimension:
     if name not in DIMENSIONS:
         raise ConfigError(f"{where}: unknown dimension {name!r}; expected one of "
@@ -159,6 +163,11 @@ def load_space(path: str | Path) -> SearchSpace:
         raise ConfigError(f"{src}: 'dimensions' must be a non-empty mapping")
     dims = {name: _dimension(name, spec, _where(src, dims_doc, name, f"dimensions.{name}"))
             for name, spec in dims_doc.items() if name != "__lines__"}
+    for pair in EXCLUSIVE:
+        if all(name in dims for name in pair):
+            raise ConfigError(f"{_where(src, dims_doc, pair[1], 'dimensions')}: {pair[0]} and "
+                              f"{pair[1]} are both sampled; expected one of them (per-worker "
+                              "batch = per-node batch ÷ ranks per node)")
     cons_doc = doc.get("constraints") or {}
     if not isinstance(cons_doc, dict):
         raise ConfigError(f"{src}: 'constraints' must be a mapping")

@@ -27,6 +27,7 @@ CASES = {
     "warmup_epochs": (0.12345, ("schedule", "warmup_epochs"), 0.123),
     "linear_scaling": (1, ("schedule", "linear_scaling"), True),
     "per_worker_batch": (16.0, ("per_worker_batch",), 16),
+    "per_node_batch": (32.0, ("per_worker_batch",), 32),  # one rank per node by default
     "momentum": (0.5, ("optimizer", "momentum"), 0.5),
     "nesterov": (True, ("optimizer", "nesterov"), True),
     "precision": ("mixed_bfloat16", ("precision",), "mixed_bfloat16"),
@@ -108,8 +109,12 @@ def test_schedule_members_are_one_group():
 
 def test_space_accepts_exactly_the_registry(tmp_path):
     good = tmp_path / "good.yaml"
-    good.write_text("dimensions:\n" + "".join(f"  {n}: {{choices: [1]}}\n" for n in DIMENSIONS))
-    assert set(load_space(good).dimensions) == set(DIMENSIONS)
+    # every name but per_node_batch, which may not be sampled with per_worker_batch
+    names = [n for n in DIMENSIONS if n != "per_node_batch"]
+    good.write_text("dimensions:\n" + "".join(f"  {n}: {{choices: [1]}}\n" for n in names))
+    assert set(load_space(good).dimensions) == set(names)
+    good.write_text("dimensions:\n  per_node_batch: {choices: [32]}\n")
+    assert set(load_space(good).dimensions) == {"per_node_batch"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("dimensions:\n  no_such_knob: {float: [0.0, 0.1]}\n")
     with pytest.raises(ConfigError) as err:

@@ -11,6 +11,7 @@ from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
 from search_spaces.plan import build_plan, render_schedule, resources_of, sample_params
 from search_spaces.space import load_space
+from tests.spaces import write_space
 
 SHIPPED = Path(__file__).resolve().parents[2] / "search_spaces"
 TWO_CORES = [HostInfo("localhost", 2)]
@@ -52,7 +53,7 @@ def test_plan_builds_a_valid_config_resources_and_derived_values(tmp_path):
     assert cfg.layout is not None and cfg.layout.ranks_per_node == 2
     assert plan.derived == {"global_batch": 16, "world_size": 2, "nodes": 1,
                             "updates_per_epoch": 10, "piecewise": "0.02;5;0.004;7.5;0.0008",
-                            "lr_scale": 1.0, "hosts": "localhost"}
+                            "lr_scale": 1.0, "hosts": "localhost", "per_node_batch": 16}
     assert plan.resources is not None
     assert plan.resources.world_size == 2 and plan.resources.binding == "core"
     assert plan.resources.env["OMP_NUM_THREADS"] == "1"
@@ -128,3 +129,36 @@ def test_sample_params_asks_optuna_for_every_dimension():
     assert 0.004 <= params["peak_lr"] <= 0.064
     assert params["binding"] in ("none", "core", "socket")
     assert isinstance(params["nodes"], int)
+
+
+def test_per_node_batch_splits_over_the_ranks_and_keeps_the_global_batch(tmp_path):
+    path = write_space(tmp_path / "s.yaml", ranks=(1, 2, 4), batches=(8,))
+    text = path.read_text().replace("per_worker_batch:", "per_node_batch:")
+    path.write_text(text.replace("choices: [8]", "choices: [8, 12]"))
+    space = load_space(path)
+    hosts = [HostInfo("h1", 8), HostInfo("h2", 8)]
+
+    def plan(ranks: int, per_node: int):
+        return build_plan(space, {"peak_lr": 0.02, "per_node_batch": per_node,
+                                  "ranks_per_node": ranks, "threads_per_rank": 1,
+                                  "binding": "none"},
+                          data_root=tmp_path, n_train=400, hosts=hosts)
+
+    for ranks in (1, 2, 4):
+        p = plan(ranks, 8)
+        assert p.feasible and p.config["per_worker_batch"] == 8 // ranks
+        assert p.derived["global_batch"] == 8 and p.derived["per_node_batch"] == 8
+        assert p.constraints["per_node_batch"] == 0
+    odd = plan(4, 12 + 2)  # 14 images over 4 ranks
+    assert not odd.feasible and odd.constraints["per_node_batch"] > 0
+    assert "per_node_batch 14 is not divisible by ranks_per_node 4" in odd.reason
+    assert not plan(4, 2).feasible  # fewer images than ranks
+
+
+def test_a_space_may_not_sample_both_batch_dimensions(tmp_path):
+    path = write_space(tmp_path / "s.yaml")
+    path.write_text(path.read_text().replace(
+        "  per_worker_batch:", "  per_node_batch: {choices: [16]}\n  per_worker_batch:"))
+    with pytest.raises(ConfigError, match=r"per_node_batch and per_worker_batch are both "
+                                          r"sampled; expected one of them"):
+        load_space(path)

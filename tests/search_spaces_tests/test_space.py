@@ -18,7 +18,7 @@ def test_shipped_spaces_load(name):
 
 def test_seed_space_spans_the_seed_choices():
     space = load_space(SHIPPED / "seed_bbbc021.yaml")
-    assert {"peak_lr", "per_worker_batch", "linear_scaling", "nodes", "ranks_per_node",
+    assert {"peak_lr", "per_node_batch", "linear_scaling", "nodes", "ranks_per_node",
             "threads_per_rank", "inter_op_threads", "binding", "kmp_blocktime",
             "kmp_affinity", "precision"} <= set(space.dimensions)
     assert space.constraints.min_updates_per_epoch == 150

@@ -42,8 +42,8 @@ def epochs(accuracies: Sequence[float], *, epoch_s: float = 10.0, startup_s: flo
            done: bool = True) -> Script:
     """A training job: ``start``, an ``epoch`` every ``epoch_s``, ``done`` at the target or the
     last epoch (TTA = training seconds up to the first epoch at or over ``target``)."""
-    script: list[tuple[float, dict[str, Any]]] = [(startup_s, {"event": "start",
-                                                               "startup_s": startup_s})]
+    script: list[tuple[float, dict[str, Any]]] = [(startup_s, {
+        "event": "start", "startup_s": startup_s, "config": {"target_accuracy": target}})]
     tta = None
     t = startup_s
     for i, acc in enumerate(accuracies, start=1):

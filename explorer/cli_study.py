@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from explorer import preflight
+from explorer.objective import OBJECTIVES
+from explorer.study import PRUNERS
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import scrub
 
@@ -249,12 +251,15 @@ def add_commands(sub: Any) -> None:
                    help="validation accuracy that stops the TTA clock (default: the space's)")
     p.add_argument("--hosts", help="Open MPI hostfile (default: SLURM allocation or this machine)")
     p.add_argument("--sampler", choices=("tpe", "gp", "random"), default="tpe")
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    p.add_argument("--pruner", choices=PRUNERS, default="sh",
+                   help="sh: successive halving on training seconds (default); hyperband: on "
+                        "seconds; median: on evaluations; none")
     p.add_argument("--seed", type=int, help="sampler seed")
-    p.add_argument("--objective", choices=("tta_s", "tta_wall_s", "images_per_sec"),
-                   default="tta_s", help="tta_s (MLPerf-style, default), tta_wall_s (adds "
-                   "start-up) or images_per_sec (a layout study: steady-state throughput, "
-                   "no evaluation)")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   default="tta_s", help="tta_s (MLPerf-style: the first evaluation at the "
+                   "target, default), tta_wall_s (adds start-up), tta_interp_s (this project's "
+                   "interpolated crossing of the target, smoother) or images_per_sec (a layout "
+                   "study: steady-state throughput, no evaluation)")
     p.add_argument("--multi-objective", action="store_true",
                    help="minimise TTA and node-hours together (a Pareto front)")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")

@@ -38,6 +38,7 @@ from explorer.recorder import Recorder
 from explorer.schema import schema_lock
 from explorer.stale import driver_identity, recover_stale
 from explorer.study import (
+    PRUNE_RESOURCE,
     StudySettings,
     best_record,
     counted,
@@ -97,6 +98,8 @@ class _Active:
     last_event: float
     done: int
     events: list[dict[str, Any]] = field(default_factory=list)
+    reports: int = 0  # intermediate values reported to the pruner
+    last_step: int = 0  # the last one's step
 
 
 class StudyDriver:
@@ -316,7 +319,13 @@ class StudyDriver:
             self.progress.update(a.done, trial.number, int(event["epoch"]), acc)
             if acc is None:
                 continue
-            trial.report(intermediate_value(float(acc)), int(event["epoch"]))
+            a.reports += 1
+            if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":
+                step = a.reports
+            else:  # whole training seconds on the TTA clock, strictly increasing
+                step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
+            a.last_step = step
+            trial.report(intermediate_value(float(acc)), step)
             if not finished and trial.should_prune():
                 a.job.cancel()
                 a.events += a.tail.poll()

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from explorer.record import Outcome
 
 __all__ = ["MISS_BASE", "OBJECTIVES", "TrialOutcome", "direction", "intermediate_value",
-           "objective_values"]
+           "interpolated_tta", "objective_values"]
 
 MISS_BASE = 1.0e6
-OBJECTIVES = ("tta_s", "tta_wall_s", "images_per_sec")
+OBJECTIVES = ("tta_s", "tta_wall_s", "tta_interp_s", "images_per_sec")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class TrialOutcome:
     wall_s: float = 0.0
     nodes: int = 1
     images_per_sec: float | None = None  # median over epochs after the first
+    tta_interp_s: float | None = None  # this project's estimate (interpolated_tta), not MLPerf's
 
     @property
     def reached(self) -> bool:
@@ -64,7 +65,8 @@ class TrialOutcome:
 
     def final_metrics(self) -> dict[str, float | None]:
         """The final figures, by :data:`explorer.record.FINAL_METRICS` name."""
-        return {"tta_s": self.tta_s, "startup_s": self.startup_s, "tta_wall_s": self.tta_wall_s,
+        return {"tta_s": self.tta_s, "tta_interp_s": self.tta_interp_s,
+                "startup_s": self.startup_s, "tta_wall_s": self.tta_wall_s,
                 "best_val_accuracy": self.best_val_accuracy,
                 "median_images_per_sec": self.images_per_sec, "node_hours": self.node_hours,
                 "wall_s": self.wall_s, "epochs": self.epochs}
@@ -78,13 +80,36 @@ def objective_values(outcome: TrialOutcome, *, objective: str = "tta_s",
     if objective == "images_per_sec":
         return [float(outcome.images_per_sec or 0.0)]
     if outcome.reached:
-        tta = outcome.tta_s if objective == "tta_s" else outcome.tta_wall_s
-        first = float(tta or 0.0)
+        tta = {"tta_s": outcome.tta_s, "tta_wall_s": outcome.tta_wall_s,
+               "tta_interp_s": outcome.tta_interp_s}[objective]
+        first = float(tta if tta is not None else outcome.tta_s or 0.0)
     else:
         first = MISS_BASE * (2.0 - max(0.0, min(1.0, outcome.best_val_accuracy)))
     if not multi_objective:
         return [first]
     return [first, outcome.node_hours]
+
+
+def interpolated_tta(curve: list[tuple[float, float]], target: float) -> float | None:
+    """When accuracy crossed ``target``, by linear interpolation on the TTA clock.
+
+    ``curve`` holds ``(elapsed_s, val_accuracy)`` at each evaluation, in order (elapsed seconds
+    on the TTA clock at the end of that evaluation). The measured ``tta_s`` is the first
+    evaluation at or above the target, so it moves in steps of one evaluation period;
+    interpolating between the last evaluation below the target and the first at or above it
+    gives a smoother figure for a search to compare configs by. It is this project's estimate,
+    not an MLPerf rule. With no evaluation below the target before the hit, it is the measured
+    time; None when the target was never reached.
+    """
+    previous: tuple[float, float] | None = None
+    for elapsed, acc in curve:
+        if acc >= target:
+            if previous is None or acc == previous[1]:
+                return elapsed
+            t0, a0 = previous
+            return t0 + (target - a0) / (acc - a0) * (elapsed - t0)
+        previous = (elapsed, acc)
+    return None
 
 
 def intermediate_value(val_accuracy: float) -> float:

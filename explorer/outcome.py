@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from explorer.objective import TrialOutcome
+from explorer.objective import TrialOutcome, interpolated_tta
 from explorer.record import Outcome, median_images_per_sec
 from launchers.base import JobHandle, JobState
 
@@ -38,11 +38,18 @@ def outcome_from_events(events: list[dict[str, Any]], state: JobState, returncod
                                   if "images_per_sec" in e])
     best = float(done["best_val_accuracy"]) if done else max(accs, default=0.0)
     startup = (done or start or {}).get("startup_s")
+    target = ((start or {}).get("config") or {}).get("target_accuracy")
+    curve = [(float(e["elapsed_s"]), float(e["val_accuracy"])) for e in epochs
+             if e.get("val_accuracy") is not None and e.get("elapsed_s") is not None]
 
     def outcome(kind: Outcome, reason: str, tta_s: float | None = None) -> TrialOutcome:
+        interp = None
+        if tta_s is not None:
+            interp = interpolated_tta(curve, float(target)) if target is not None else tta_s
         return TrialOutcome(kind, reason, tta_s=tta_s, startup_s=startup,
                             best_val_accuracy=best, epochs=len(epochs), wall_s=wall_s,
-                            nodes=nodes, images_per_sec=rate)
+                            nodes=nodes, images_per_sec=rate,
+                            tta_interp_s=tta_s if interp is None else interp)
 
     if pruned:
         return outcome(Outcome.PRUNED, f"pruned after epoch {len(epochs)}")

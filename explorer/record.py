@@ -69,7 +69,7 @@ _FROM_OPTUNA = {optuna.trial.TrialState.RUNNING: Outcome.RUNNING,
                 optuna.trial.TrialState.FAIL: Outcome.FAILED}
 
 # the final figures of a finished trial: user attributes in Optuna, metrics in MLflow
-FINAL_METRICS = ("tta_s", "startup_s", "tta_wall_s", "best_val_accuracy",
+FINAL_METRICS = ("tta_s", "tta_interp_s", "startup_s", "tta_wall_s", "best_val_accuracy",
                  "median_images_per_sec", "node_hours", "wall_s", "epochs")
 
 
@@ -86,6 +86,7 @@ class TrialRecord:
     config: dict[str, Any] = field(default_factory=dict)  # the validated training config
     # final figures (FINAL_METRICS)
     tta_s: float | None = None
+    tta_interp_s: float | None = None  # interpolated crossing (explorer.objective), not MLPerf's
     startup_s: float | None = None
     tta_wall_s: float | None = None
     best_val_accuracy: float | None = None

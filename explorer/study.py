@@ -20,8 +20,8 @@ from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url
 
-__all__ = ["StudySettings", "best_record", "best_trial", "counted", "make_pruner",
-           "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
+__all__ = ["PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial", "counted",
+           "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
 
 
 @dataclass
@@ -40,7 +40,7 @@ class StudySettings:
     trial_timeout_s: float | None = None
     target_accuracy: float | None = None
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "sh"
     seed: int | None = None
     objective: str = "tta_s"
     multi_objective: bool = False
@@ -79,14 +79,28 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     raise ConfigError(f"unknown sampler {name!r}; expected tpe, gp or random")
 
 
+PRUNERS = ("sh", "hyperband", "median", "none")
+# what a trial's intermediate values are reported against: training seconds on the TTA clock
+# (fair between trials whose epochs hold different numbers of updates), or the evaluation's
+# index for the median pruner, which compares trials at equal steps
+PRUNE_RESOURCE = {"sh": "seconds", "hyperband": "seconds", "none": "seconds",
+                  "median": "evaluations"}
+
+
 def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
+    """``sh`` (successive halving on training seconds, the default), ``hyperband`` (on
+    seconds), ``median`` (on evaluations) or ``none``. The seconds-based pruners take their
+    rungs from the first finished trial's length (``"auto"``)."""
+    if name == "sh":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto",
+                                              reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(2, int(max_epochs)))
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ConfigError(f"unknown pruner {name!r}; expected median, hyperband or none")
+    raise ConfigError(f"unknown pruner {name!r}; expected {', '.join(PRUNERS)}")
 
 
 def open_study(s: StudySettings, *, max_epochs: float,

@@ -45,7 +45,7 @@ def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: Manual
     s = StudySettings(space=space, data_root=tmp_path, study=f"loop{next(_names)}",
                       storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking,
                       workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
-                      target_accuracy=0.8, pruner="none", seed=0, **settings)
+                      target_accuracy=0.8, **{"pruner": "none", "seed": 0, **settings})
     return StudyDriver(s, launcher, clock=clock, progress=ProgressLine(s.trials, io.StringIO()),
                        prepare=lambda base, settings, log: N_TRAIN)
 
@@ -191,3 +191,21 @@ def test_an_interrupted_loop_cancels_its_jobs_and_records_them_failed(tmp_path, 
     reasons = [r.reason for r in records(study)]
     assert reasons == ["interrupted: the driver was stopped"] * 2
     assert all(t.state is optuna.trial.TrialState.FAIL for t in study.trials)
+
+
+def test_successive_halving_prunes_on_training_seconds(tmp_path, tracking):
+    """The default pruner compares trials at equal training seconds, not equal epochs: a trial
+    with short epochs is judged against the same seconds of the others."""
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [
+        epochs([0.5, 0.7, 0.9], epoch_s=10.0, target=0.85),  # sets the rungs ("auto")
+        epochs([0.5, 0.7, 0.9], epoch_s=10.0, target=0.85),  # climbs them
+        epochs([0.2, 0.3, 0.4, 0.5, 0.9], epoch_s=4.0, target=0.85),  # worse at equal seconds
+    ])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=3, pruner="sh").run()
+    r = _by_number(study)
+    assert r[0].state is r[1].state is Outcome.COMPLETED
+    assert sorted(study.trials[0].intermediate_values) == [10, 20, 30]  # seconds, not epochs
+    assert r[2].state is Outcome.PRUNED
+    assert launcher.launched[2][1].state.value == "CANCELLED"
+    assert max(study.trials[2].intermediate_values) <= 12  # pruned within its first seconds

@@ -121,3 +121,31 @@ def test_layout_study_needs_no_target_and_turns_evaluation_off(tmp_path):
     with pytest.raises(ConfigError, match="single-objective"):
         StudyDriver(StudySettings(**common, objective="images_per_sec", multi_objective=True),
                     MpirunLauncher())
+
+
+def test_interpolated_tta_on_hand_made_curves():
+    from explorer.objective import interpolated_tta
+
+    # an exact hit needs no interpolation
+    assert interpolated_tta([(10.0, 0.5), (20.0, 0.8)], 0.8) == 20.0
+    # crossing between evaluations: 0.6 → 0.9 over 10..20 s crosses 0.8 at 2/3 of the way
+    assert interpolated_tta([(10.0, 0.6), (20.0, 0.9)], 0.8) == pytest.approx(16.6667, abs=1e-3)
+    # the last evaluation below counts, not the first
+    assert interpolated_tta([(5.0, 0.7), (10.0, 0.4), (20.0, 0.9)], 0.8) == pytest.approx(18.0)
+    # never reached
+    assert interpolated_tta([(10.0, 0.5), (20.0, 0.7)], 0.8) is None
+    # fractional evaluation periods (every half epoch): the same rule on their clock times
+    assert interpolated_tta([(4.5, 0.3), (9.0, 0.7), (13.5, 0.85)], 0.8) == pytest.approx(12.0)
+    # reached at the first evaluation: nothing earlier to interpolate from
+    assert interpolated_tta([(10.0, 0.9)], 0.8) == 10.0
+
+
+def test_the_interpolated_objective_is_recorded_beside_the_measured_one():
+    ev = [{"event": "start", "startup_s": 2.0, "config": {"target_accuracy": 0.8}},
+          {"event": "epoch", "epoch": 1, "val_accuracy": 0.6, "elapsed_s": 10.0},
+          {"event": "epoch", "epoch": 2, "val_accuracy": 0.9, "elapsed_s": 20.0},
+          {"event": "done", "reason": "target_reached", "tta_s": 20.0, "best_val_accuracy": 0.9}]
+    o = outcome_from_events(ev, JobState.COMPLETED, 0, pruned=False, nodes=1, wall_s=25.0)
+    assert o.tta_s == 20.0 and o.tta_interp_s == pytest.approx(16.6667, abs=1e-3)
+    assert objective_values(o, objective="tta_interp_s") == [o.tta_interp_s]
+    assert o.final_metrics()["tta_interp_s"] == o.tta_interp_s

@@ -25,8 +25,8 @@ from plotly.subplots import make_subplots
 from dashboards.records import StudyRecord, TrialRecord
 from explorer.mcnn.schedule import learning_rate
 
-__all__ = ["FIGURES", "curves_data", "history_data", "importances_data", "layout_data",
-           "parallel_data", "pareto_data", "scaling_data", "schedules_data"]
+__all__ = ["FIGURES", "build_all", "curves_data", "history_data", "importances_data",
+           "layout_data", "parallel_data", "pareto_data", "scaling_data", "schedules_data"]
 
 STATE_STYLE = {"COMPLETED": ("#1f77b4", "circle"), "MISSED": ("#ff7f0e", "diamond"),
                "PRUNED": ("#7f7f7f", "x"), "FAILED": ("#d62728", "x-thin-open"),
@@ -299,4 +299,3 @@ def build_all(rec: StudyRecord, study: Any) -> list[tuple[str, Any, go.Figure]]:
 
 FIGURES = ("history", "curves", "layout", "schedules", "parallel", "importances", "pareto",
            "scaling")
-__all__ += ["build_all"]

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections import defaultdict
 from typing import Any
 
+import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -203,12 +205,8 @@ def parallel_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def importances_data(study: Any) -> dict[str, float]:
+def importances_data(study: optuna.Study) -> dict[str, float]:
     """Optuna's parameter importances for the first objective ({} with too few trials)."""
-    import warnings
-
-    import optuna
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PED-ANOVA's "low target values" note: we minimise
@@ -281,7 +279,7 @@ def scaling_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def build_all(rec: StudyRecord, study: Any) -> list[tuple[str, Any, go.Figure]]:
+def build_all(rec: StudyRecord, study: optuna.Study) -> list[tuple[str, Any, go.Figure]]:
     """Every figure of the report as (name, data, figure)."""
     made = []
     for name, data_fn, fig_fn in [

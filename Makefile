@@ -18,7 +18,7 @@ demo: setup
 
 test: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m mypy explorer launchers search_spaces dashboards bench mcnn_base devsupport
+	$(PY) -m mypy explorer launchers search_spaces dashboards bench mcnn_base devsupport tests
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Benchmarks (not tests): BENCHMARKS.md records the full runs; CI runs the --quick smoke modes.
@@ -42,7 +42,7 @@ bench-quick: setup
 
 lint: setup-test
 	$(PY) -m ruff check .
-	$(PY) -m mypy explorer launchers search_spaces dashboards bench mcnn_base devsupport
+	$(PY) -m mypy explorer launchers search_spaces dashboards bench mcnn_base devsupport tests
 
 clean:
 	rm -rf demo runs bench-work .pytest_cache .mypy_cache .ruff_cache

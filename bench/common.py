@@ -14,6 +14,10 @@ from typing import Any
 
 import yaml
 
+from explorer.mcnn.events import read_events
+from explorer.mcnn.synth import SynthOptions, synthesize
+from launchers import Job, LocalLauncher, MpirunLauncher, Resources
+
 __all__ = ["emit", "machine", "median_rate", "run_job", "synth_tree", "table"]
 
 
@@ -33,8 +37,6 @@ def machine() -> dict[str, Any]:
 
 def synth_tree(root: Path, size: tuple[int, int], images: int, moas: int) -> Path:
     """A synthetic BBBC021-layout tree, written once and reused."""
-    from explorer.mcnn.synth import SynthOptions, synthesize
-
     if not (root / "BBBC021_v1_image.csv").is_file():
         synthesize(root, SynthOptions(size=size, images=images, moas=moas, seed=0))
     return root
@@ -42,11 +44,8 @@ def synth_tree(root: Path, size: tuple[int, int], images: int, moas: int) -> Pat
 
 def run_job(config: dict[str, Any], workdir: Path, *, ranks: int = 1, threads: int = 1,
             binding: str = "none", mpi: bool = False, env: dict[str, str] | None = None,
-            timeout_s: float = 1800.0) -> tuple[list[dict[str, Any]], Any]:
+            timeout_s: float = 1800.0) -> tuple[list[dict[str, Any]], Job]:
     """Run the real training job once; return its events and the finished Job."""
-    from explorer.mcnn.events import read_events
-    from launchers import LocalLauncher, MpirunLauncher, Resources
-
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config, sort_keys=False))

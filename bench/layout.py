@@ -29,6 +29,18 @@ from typing import Any
 import yaml
 
 from bench.common import emit, machine, median_rate, synth_tree, table, verdict
+from explorer.cli_study import quiet_libraries
+from explorer.driver import StudyDriver
+from explorer.mcnn.config import config_from_dict
+from explorer.mcnn.events import read_events
+from explorer.mcnn.shards import prepare_shards
+from explorer.progress import ProgressLine
+from explorer.study import StudySettings, best_trial, spent_node_s
+from launchers import MpirunLauncher
+from launchers.base import Job
+from launchers.hosts import detect_local
+from search_spaces.plan import build_plan, deep_merge
+from search_spaces.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "search_spaces" / "layout_demo.yaml"
@@ -41,9 +53,6 @@ def _key(params: dict[str, Any]) -> tuple[Any, ...]:
 
 def _run(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float, float]:
     """Run one job argv; return (steady images/s, wall seconds)."""
-    from explorer.mcnn.events import read_events
-    from launchers.base import Job
-
     job = Job(argv, env=env, log_path=workdir / "job.log", events_path=workdir / "events.jsonl",
               timeout_s=900)
     job.wait(960)
@@ -52,12 +61,8 @@ def _run(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float, fl
     return median_rate(read_events(workdir / "events.jsonl")), time.time() - job.started
 
 
-def exhaustive(space: Any, data: Path, work: Path, grid: dict[str, list[Any]],
+def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[Any]],
                n_train: int) -> dict[tuple[Any, ...], dict[str, Any]]:
-    from launchers import MpirunLauncher
-    from launchers.hosts import detect_local
-    from search_spaces.plan import build_plan
-
     results = {}
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values, strict=True))
@@ -72,8 +77,6 @@ def exhaustive(space: Any, data: Path, work: Path, grid: dict[str, list[Any]],
         assert plan.resources is not None
         job = MpirunLauncher().launch(cfg.resolve(), plan.resources, workdir=wd)
         job.wait(960)
-        from explorer.mcnn.events import read_events
-
         if job.returncode != 0:
             raise RuntimeError(f"layout {params} failed:\n{job.log_tail(15)}")
         results[_key(params)] = {"params": params,
@@ -90,14 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from explorer.cli_study import quiet_libraries
-    from explorer.driver import StudyDriver
-    from explorer.progress import ProgressLine
-    from explorer.study import StudySettings, best_trial, spent_node_s
-    from launchers import MpirunLauncher
-    from launchers.hosts import detect_local
-    from search_spaces.space import load_space
-
     quiet_libraries()
     work = Path(args.workdir).resolve() / ("layout-quick" if args.quick else "layout")
     images = 96 if args.quick else 360
@@ -121,10 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     grid = {k: grid[k] for k in ("ranks_per_node", "threads_per_rank", "binding",
                                  "inter_op_threads", "precision")}
     # n_train of the split the jobs use (shards are built once, by the first job)
-    from explorer.mcnn.config import config_from_dict
-    from explorer.mcnn.shards import prepare_shards
-    from search_spaces.plan import deep_merge
-
     base = config_from_dict(deep_merge(space.base, {"data": {"root": str(data)}}))
     n_train = prepare_shards(base.data).n_train
 

@@ -27,7 +27,13 @@ from typing import Any
 import optuna
 
 from bench.common import emit, machine, synth_tree, table, verdict
+from explorer.cli_study import quiet_libraries
+from explorer.driver import StudyDriver
+from explorer.progress import ProgressLine
 from explorer.record import Outcome, TrialRecord
+from explorer.study import StudySettings
+from launchers import MpirunLauncher
+from launchers.hosts import detect_local
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
@@ -64,13 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-node-s", type=float, default=600.0)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from explorer.cli_study import quiet_libraries
-    from explorer.driver import StudyDriver
-    from explorer.progress import ProgressLine
-    from explorer.study import StudySettings
-    from launchers import MpirunLauncher
-    from launchers.hosts import detect_local
-
     quiet_libraries()
     root = Path(args.workdir).resolve()
     images = 96 if args.quick else 360

@@ -29,6 +29,8 @@ from bench.common import (
     table,
     verdict,
 )
+from explorer.mcnn.flops import mcnn_flops
+from explorer.mcnn.model import build_mcnn
 
 TARGETS = {"float32": 0.90, "mixed_bfloat16": 0.75}  # at 1024x1280 (issue 5)
 
@@ -58,8 +60,6 @@ def profiler_forward_flops(height: int, width: int) -> float:
     import tensorflow as tf
     from tensorflow.python.profiler import model_analyzer, option_builder
 
-    from explorer.mcnn.model import build_mcnn
-
     model = build_mcnn((height, width), 13)
     fwd = tf.function(lambda x: model(x, training=False), autograph=False)
     graph = fwd.get_concrete_function(tf.TensorSpec([1, height, width, 3], tf.float32)).graph
@@ -71,8 +71,6 @@ def profiler_forward_flops(height: int, width: int) -> float:
 def model_only_rate(height: int, width: int, batch: int, precision: str, steps: int) -> float:
     """Images/s of the same train step on an in-memory batch: no input pipeline at all."""
     import tensorflow as tf
-
-    from explorer.mcnn.model import build_mcnn
 
     model = build_mcnn((height, width), 13, precision=precision, seed=0)
     opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
@@ -118,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(cores)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from explorer.mcnn.flops import mcnn_flops
-
     work = Path(args.workdir).resolve()
     n, secs = (1024, 2.0) if args.quick else (4096, 10.0)
     bound = {p: matmul_bound("float32" if p == "float32" else "bfloat16", n, secs)

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections import defaultdict
 from typing import Any
 
+import optuna
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from dashboards.records import StudyRecord, TrialRecord
 from explorer.mcnn.schedule import learning_rate
 
-__all__ = ["FIGURES", "curves_data", "history_data", "importances_data", "layout_data",
-           "parallel_data", "pareto_data", "scaling_data", "schedules_data"]
+__all__ = ["FIGURES", "build_all", "curves_data", "history_data", "importances_data",
+           "layout_data", "parallel_data", "pareto_data", "scaling_data", "schedules_data"]
 
 STATE_STYLE = {"COMPLETED": ("#1f77b4", "circle"), "MISSED": ("#ff7f0e", "diamond"),
                "PRUNED": ("#7f7f7f", "x"), "FAILED": ("#d62728", "x-thin-open"),
@@ -203,12 +205,8 @@ def parallel_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def importances_data(study: Any) -> dict[str, float]:
+def importances_data(study: optuna.Study) -> dict[str, float]:
     """Optuna's parameter importances for the first objective ({} with too few trials)."""
-    import warnings
-
-    import optuna
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PED-ANOVA's "low target values" note: we minimise
@@ -281,7 +279,7 @@ def scaling_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def build_all(rec: StudyRecord, study: Any) -> list[tuple[str, Any, go.Figure]]:
+def build_all(rec: StudyRecord, study: optuna.Study) -> list[tuple[str, Any, go.Figure]]:
     """Every figure of the report as (name, data, figure)."""
     made = []
     for name, data_fn, fig_fn in [
@@ -299,4 +297,3 @@ def build_all(rec: StudyRecord, study: Any) -> list[tuple[str, Any, go.Figure]]:
 
 FIGURES = ("history", "curves", "layout", "schedules", "parallel", "importances", "pareto",
            "scaling")
-__all__ += ["build_all"]

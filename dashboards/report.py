@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
@@ -96,7 +97,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
-def render_report(study: Any, client: Any = None) -> str:
+def render_report(study: optuna.Study, client: Any = None) -> str:
     rec = study_record(study, client)
     facts = summary(rec)
     tta = facts["best_tta_s"]
@@ -135,7 +136,7 @@ def render_report(study: Any, client: Any = None) -> str:
     return "".join(parts)
 
 
-def write_report(study: Any, out: Path, client: Any = None,
+def write_report(study: optuna.Study, out: Path, client: Any = None,
                  parent_run_id: str | None = None) -> Path:
     """Write the report; log it on the study's parent MLflow run when ``parent_run_id`` is set."""
     out = Path(out)

@@ -8,14 +8,19 @@ that cannot start, a full or read-only disk), with exit 1.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from explorer.mcnn.bbbc021 import load_metadata
+from explorer.mcnn.config import load_config
+from explorer.mcnn.shards import prepare_shards
+from explorer.mcnn.synth import SynthOptions, parse_size, synthesize, synthesize_from_metadata
 from mcnn_base.errors import LaunchError, UserError, os_error_message
-from mcnn_base.native_logs import VERBOSE_ENV
+from mcnn_base.native_logs import VERBOSE_ENV, filter_native_info
 
 __all__ = ["main"]
 
@@ -23,13 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from explorer.mcnn.synth import (
-        SynthOptions,
-        parse_size,
-        synthesize,
-        synthesize_from_metadata,
-    )
-
     size = parse_size(args.size)
     if args.from_metadata:
         out = synthesize_from_metadata(args.out, args.from_metadata, plates=args.plates,
@@ -42,8 +40,6 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_summary(args: argparse.Namespace) -> int:
-    from explorer.mcnn.bbbc021 import load_metadata
-
     dataset = load_metadata(args.root, drop_dmso=args.drop_dmso,
                             check_files=not args.metadata_only)
     summary = dataset.summary()
@@ -63,10 +59,6 @@ def _data_summary(args: argparse.Namespace) -> int:
 
 
 def _data_prepare(args: argparse.Namespace) -> int:
-    from explorer.mcnn.config import load_config
-    from explorer.mcnn.shards import prepare_shards
-    from mcnn_base.native_logs import filter_native_info
-
     cfg = load_config(args.config)
     # with --json, stdout holds only the summary: messages (e.g. a rebuild) go to stderr;
     # TensorFlow's native INFO lines are left out (unless -v)
@@ -114,8 +106,38 @@ def _add_data(sub: Any) -> None:
 
 COMMANDS: list[Callable[[Any], None]] = [_add_data]
 
+# The other subcommands: name -> (the module whose ``add_commands`` adds it, its help line).
+# Those modules import Optuna, MLflow and plotly at the top (seconds), so the parser imports only
+# the modules of the commands named on the command line (``--help`` imports none of them). This
+# is the one place the CLI imports by name (tests/test_imports.py allows it here only); keep each
+# help line the same as its module's (tests/explorer_tests/test_cli.py checks).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("explorer.cli_train", "run one training config (mpirun + Horovod by default)"),
+    "study": ("explorer.cli_study", "launch, export and inspect Optuna studies"),
+    "dashboard": ("explorer.cli_review", "write a study's self-contained HTML report"),
+    "ui": ("explorer.cli_review", "start the MLflow UI (127.0.0.1 by default)"),
+    "demo": ("explorer.demo", "synthesize data and run a small real study on it"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def _add_subcommands(sub: Any, argv: Sequence[str] | None) -> None:
+    """Add :data:`SUBCOMMANDS`: from their module when ``argv`` names them (all of them when
+    ``argv`` is None), otherwise as a bare entry that only lists the command and its help."""
+    named = set(SUBCOMMANDS) if argv is None else set(argv) & set(SUBCOMMANDS)
+    wanted = {SUBCOMMANDS[name][0] for name in named}
+    loaded: set[str] = set()
+    for name, (module, help_) in SUBCOMMANDS.items():
+        if module in wanted:
+            if module not in loaded:
+                importlib.import_module(module).add_commands(sub)
+                loaded.add(module)
+        else:
+            sub.add_parser(name, help=help_)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; given ``argv``, it imports only the subcommand modules that
+    ``argv`` names (see :data:`SUBCOMMANDS`)."""
     parser = argparse.ArgumentParser(
         prog="mcnn-explore",
         description="Find the fastest way to train M-CNN on BBBC021 with Optuna, Horovod, MLflow.",
@@ -123,16 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show TensorFlow's native INFO lines (here and in every job)")
     sub = parser.add_subparsers(dest="command", required=True)
-    from explorer import cli_review, cli_study, cli_train, demo
-
-    for add in [*COMMANDS, cli_train.add_commands, cli_study.add_commands,
-                cli_review.add_commands, demo.add_commands]:
+    for add in COMMANDS:
         add(sub)
+    _add_subcommands(sub, argv)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.verbose:  # inherited by every child: data preparation and the jobs' ranks
         os.environ[VERBOSE_ENV] = "1"

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import optuna
+from mlflow.tracking import MlflowClient
+
+from dashboards import write_report
+from explorer import export, preflight
+from explorer.cli_study import DEFAULT_STORAGE, DEFAULT_TRACKING, absolute_sqlite, quiet_libraries
 from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url, scrub
 
 __all__ = ["add_commands", "bind_warning", "dashboard_argv", "experiment_url", "is_loopback",
            "ui_argv", "ui_env"]
@@ -30,9 +37,7 @@ __all__ = ["add_commands", "bind_warning", "dashboard_argv", "experiment_url", "
 LOOPBACK = "127.0.0.1"
 
 
-def _tracking_uri(args: argparse.Namespace, study: Any) -> str:
-    from explorer.cli_study import DEFAULT_TRACKING, absolute_sqlite
-
+def _tracking_uri(args: argparse.Namespace, study: optuna.Study) -> str:
     if args.tracking_uri:
         return absolute_sqlite(args.tracking_uri)
     stored = study.user_attrs.get("tracking_uri")
@@ -42,12 +47,6 @@ def _tracking_uri(args: argparse.Namespace, study: Any) -> str:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
-
-    from dashboards import write_report
-    from explorer import export
-    from explorer.cli_study import absolute_sqlite, quiet_libraries
-
     quiet_libraries()
     study = export.load_study(args.study, absolute_sqlite(args.storage))
     uri = _tracking_uri(args, study)
@@ -113,13 +112,9 @@ def dashboard_argv(exe: str, storage: str, host: str, port: int, private_dir: Pa
 
 
 def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -> str:
-    from mcnn_base.urls import mask_url, scrub
-
     base = f"http://{host}:{port}"
     if not study:
         return base
-    from mlflow.tracking import MlflowClient
-
     try:
         exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(study)
     except Exception as exc:  # any store failure: one line, password masked
@@ -136,15 +131,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from explorer.cli_study import absolute_sqlite
-    from explorer.preflight import check_storage, check_tracking
-
     uri = absolute_sqlite(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         raise ConfigError(f"no MLflow store at {uri[len('sqlite:///'):]!r}; pass --tracking-uri")
-    check_tracking(uri, connect=True)
+    preflight.check_tracking(uri, connect=True)
     if args.optuna_dashboard:
-        check_storage(absolute_sqlite(args.storage))
+        preflight.check_storage(absolute_sqlite(args.storage))
     url = experiment_url(uri, args.host, args.port, args.study)
     warning = bind_warning(args.host)
     if warning:
@@ -154,8 +146,6 @@ def _ui(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, uri: str, url: str, private: Path) -> int:
-    from explorer.cli_study import absolute_sqlite
-
     commands = [(ui_argv(uri, args.host, args.port), ui_env(uri))]
     if args.optuna_dashboard:
         exe = _venv_tool("optuna-dashboard")
@@ -187,8 +177,6 @@ def _serve(args: argparse.Namespace, uri: str, url: str, private: Path) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    from explorer.cli_study import DEFAULT_STORAGE, DEFAULT_TRACKING
-
     d = sub.add_parser("dashboard", help="write a study's self-contained HTML report")
     d.add_argument("--study", required=True)
     d.add_argument("--storage", default=DEFAULT_STORAGE)

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
-from explorer import preflight
+import optuna
+from mlflow.tracking import MlflowClient
+
+from dashboards import write_report
+from explorer import export, preflight
+from explorer.driver import StudyDriver
 from explorer.objective import OBJECTIVES
-from explorer.study import PRUNERS
+from explorer.progress import ProgressLine
+from explorer.record import records
+from explorer.study import PRUNERS, StudySettings, best_record
+from explorer.tracking import ui_command
+from launchers import Launcher, MpirunLauncher, SlurmLauncher
+from launchers.hosts import HostInfo, detect_local, hosts_from_slurm, read_hostfile
 from mcnn_base.errors import ConfigError
-from mcnn_base.urls import scrub
+from mcnn_base.urls import mask_url, scrub
 
 __all__ = ["absolute_sqlite", "add_commands", "quiet_libraries"]
 
@@ -30,14 +43,10 @@ def absolute_sqlite(url: str) -> str:
     return url
 
 
-def _hosts(args: argparse.Namespace) -> list[Any]:
-    from launchers.hosts import detect_local, read_hostfile
-
+def _hosts(args: argparse.Namespace) -> list[HostInfo]:
     if args.hosts:
         return read_hostfile(args.hosts)
     if os.environ.get("SLURM_JOB_NODELIST"):
-        from launchers.hosts import hosts_from_slurm
-
         return hosts_from_slurm()
     return [detect_local()]
 
@@ -70,9 +79,6 @@ def _mca(items: list[str] | None) -> dict[str, str]:
 def _exit_on_sigterm() -> None:
     """``kill`` (SIGTERM) stops a study like Ctrl-C: running trials are cancelled with their
     whole MPI tree and recorded FAILED ("interrupted") before the driver exits."""
-    import signal
-    import threading
-
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
@@ -82,10 +88,6 @@ def _exit_on_sigterm() -> None:
 
 def quiet_libraries() -> None:
     """Keep Optuna's and MLflow's INFO chatter out of the progress output."""
-    import logging
-
-    import optuna
-
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,13 +96,6 @@ def quiet_libraries() -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from explorer.driver import StudyDriver
-    from explorer.progress import ProgressLine
-    from explorer.study import StudySettings, best_record
-    from explorer.tracking import ui_command
-    from launchers import MpirunLauncher
-    from mcnn_base.urls import mask_url
-
     if not _STUDY_NAME.match(args.study):
         raise ConfigError(f"--study {args.study!r}: expected letters, digits, '.', '_' or '-' "
                           "(it names the MLflow experiment and the run folder)")
@@ -115,9 +110,7 @@ def _launch(args: argparse.Namespace) -> int:
     data = Path(args.data)
     preflight.check_data_root(data)
     if args.launcher == "slurm":
-        from launchers.slurm import SlurmLauncher
-
-        launcher: Any = SlurmLauncher(mpi=args.srun_mpi)
+        launcher: Launcher = SlurmLauncher(mpi=args.srun_mpi)
     else:
         launcher = MpirunLauncher()
     workdir = Path(args.workdir or Path("runs") / args.study).resolve()
@@ -169,12 +162,8 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_report(study: Any, settings: Any) -> Path | None:
+def _write_report(study: optuna.Study, settings: StudySettings) -> Path | None:
     """The study's HTML report in its run folder, logged on the parent run; never fatal."""
-    from mlflow.tracking import MlflowClient
-
-    from dashboards import write_report
-
     try:
         client = MlflowClient(tracking_uri=settings.tracking_uri)
         return write_report(study, settings.workdir / "report.html", client,
@@ -187,8 +176,6 @@ def _write_report(study: Any, settings: Any) -> Path | None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from explorer import export
-
     study = export.load_study(args.study, absolute_sqlite(args.storage))
     out = Path(args.out) if args.out else None
     if args.format == "yaml":
@@ -214,9 +201,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from explorer import export
-    from explorer.record import records
-
     study = export.load_study(args.study, absolute_sqlite(args.storage))
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
     for t in records(study):

@@ -7,8 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from explorer.cli_study import absolute_sqlite, quiet_libraries
+from explorer.mcnn.config import TrainConfig, load_config
 from explorer.mcnn.events import EventTail
+from explorer.outcome import outcome_from_events
+from explorer.record import median_images_per_sec
+from explorer.schema import schema_lock
+from explorer.tracking import RunRecorder, Tracker
+from launchers import Job, JobState, LocalLauncher, MpirunLauncher, Resources
 from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url
 
 __all__ = ["add_commands", "follow"]
 
@@ -49,10 +57,8 @@ def _print_event(event: dict[str, Any]) -> None:
               f"{str(event.get('detail', ''))[-300:]}", flush=True)
 
 
-def _resources(args: argparse.Namespace, cfg: Any) -> Any:
+def _resources(args: argparse.Namespace, cfg: TrainConfig) -> Resources:
     """Flags win; otherwise the config's ``layout`` (an exported best trial); otherwise defaults."""
-    from launchers import Resources
-
     layout = cfg.layout
     if args.local:
         if args.np not in (None, 1):
@@ -72,15 +78,11 @@ def _resources(args: argparse.Namespace, cfg: Any) -> Any:
                      env=env, oversubscribe=args.oversubscribe, timeout_s=args.timeout)
 
 
-def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any:
+def _record(args: argparse.Namespace, cfg: TrainConfig, job: Job,
+            resources: Resources) -> RunRecorder | None:
     """Open the MLflow run of this replay (None with --no-mlflow)."""
     if args.no_mlflow:
         return None
-    from explorer.cli_study import absolute_sqlite, quiet_libraries
-    from explorer.schema import schema_lock
-    from explorer.tracking import Tracker
-    from mcnn_base.urls import mask_url
-
     quiet_libraries()
     uri = absolute_sqlite(args.tracking_uri)
     with schema_lock([("--tracking-uri", uri)]):
@@ -102,11 +104,6 @@ def _record(args: argparse.Namespace, cfg: Any, job: Any, resources: Any) -> Any
 
 
 def _train(args: argparse.Namespace) -> int:
-    from explorer.mcnn.config import load_config
-    from explorer.outcome import outcome_from_events
-    from explorer.record import median_images_per_sec
-    from launchers import JobState, LocalLauncher, MpirunLauncher
-
     cfg = load_config(args.config)  # fail fast, before any process starts
     resources = _resources(args, cfg)
     workdir = Path(args.workdir or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -14,15 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from explorer import cli_study
+from explorer.mcnn.synth import SynthOptions, synthesize
+
 __all__ = ["add_commands"]
 
 TINY_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "tiny.yaml"
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from explorer import cli_study
-    from explorer.mcnn.synth import SynthOptions, synthesize
-
     workdir = Path(args.workdir).resolve()
     data = workdir / "data"
     if args.fresh:

@@ -16,12 +16,15 @@ from typing import Any
 import optuna
 import yaml
 
+from explorer import preflight
 from explorer.mcnn.config import TrainConfig, config_from_dict
 from explorer.record import TrialRecord
 from explorer.study import best_trial
 from launchers.base import Resources
 from launchers.mpirun import build_mpirun_argv, train_command
+from launchers.slurm import render_sbatch
 from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url
 from search_spaces import plan
 
 __all__ = ["FORMATS", "best_config", "load_study", "render_mpirun", "render_sbatch_script",
@@ -33,15 +36,12 @@ FORMATS = ("yaml", "mpirun", "sbatch")
 def load_study(name: str, storage: str) -> optuna.Study:
     """Open an existing study; a missing storage file, an unreachable database or a missing study
     name is a clear error (the URL's password masked)."""
-    from explorer.preflight import check_storage
-    from mcnn_base.urls import mask_url
-
     if storage.startswith("sqlite:///"):
         path = Path(storage[len("sqlite:///"):])
         if not path.is_file():
             raise ConfigError(f"no Optuna storage at {str(path)!r} (from --storage {storage!r}); "
                               "pass the storage URL the study was launched with")
-    check_storage(storage)
+    preflight.check_storage(storage)  # through the module: tests replace it there
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -120,8 +120,6 @@ def render_mpirun(study: optuna.Study, config_path: Path) -> str:
 
 def render_sbatch_script(study: optuna.Study, config_path: Path) -> str:
     """A SLURM batch script for the best layout (``srun`` with the same binding and env)."""
-    from launchers.slurm import render_sbatch
-
     best, cfg = best_config(study)
     res = resources_of(cfg)
     workdir = config_path.resolve().parent

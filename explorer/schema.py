@@ -29,6 +29,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
@@ -48,8 +52,6 @@ _RACE_MARKERS = ("already exists", "duplicate key value violates unique constrai
 def _sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:"):
         return None
-    from sqlalchemy.engine import make_url
-
     database = make_url(url).database
     return Path(database) if database and database != ":memory:" else None
 
@@ -94,9 +96,6 @@ def _sqlite_lock(path: Path, url: str, timeout_s: float, what: str) -> Iterator[
 
 @contextlib.contextmanager
 def _postgres_lock(url: str, timeout_s: float, what: str) -> Iterator[None]:
-    import sqlalchemy
-    from sqlalchemy.pool import NullPool
-
     engine = sqlalchemy.create_engine(url, poolclass=NullPool,
                                       connect_args={"connect_timeout": 10})
     try:

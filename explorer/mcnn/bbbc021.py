@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from mcnn_base.errors import DataError
 
@@ -231,8 +232,6 @@ def read_channels(record: ImageRecord) -> np.ndarray:
         DataError: a missing or unreadable TIFF, a non-2-D or non-numeric image, NaN or infinite
             pixels, or channels of different shape.
     """
-    import tifffile
-
     planes = []
     for channel, path in zip(CHANNELS, record.paths, strict=True):
         if not path.is_file():
@@ -262,8 +261,6 @@ def _check_plane(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
 
 def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a TIFF's first image series, from its header (no pixel is decoded)."""
-    import tifffile
-
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]

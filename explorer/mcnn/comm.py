@@ -14,6 +14,7 @@ A move to another allreduce engine (tf.distribute, a newer Horovod) touches only
 from __future__ import annotations
 
 import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -52,8 +53,6 @@ class Comm(ABC):
         """Stack a float64 vector from every rank: shape ``(size, len(values))``."""
 
     def hostname_list(self) -> list[str]:
-        import socket
-
         return [socket.gethostname()]
 
     def shutdown(self) -> None:  # noqa: B027 - optional hook
@@ -110,8 +109,6 @@ class HorovodComm(Comm):
         return np.asarray(self._hvd.allgather(t, name="gather_f64"))
 
     def hostname_list(self) -> list[str]:
-        import socket
-
         name = np.frombuffer(socket.gethostname().encode()[:64].ljust(64, b"\0"), np.uint8)
         rows = self.allgather(name.astype(np.float64))
         return [bytes(r.astype(np.uint8)).rstrip(b"\0").decode() for r in rows]

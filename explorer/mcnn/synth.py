@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from explorer.mcnn.bbbc021 import (
     IMAGE_COLUMNS,
@@ -83,8 +84,6 @@ def _uuid(rng: np.random.Generator) -> str:
 
 
 def _write_tiff(path: Path, plane: np.ndarray) -> None:
-    import tifffile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, plane, photometric="minisblack")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -32,6 +33,18 @@ import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from explorer.mcnn.comm import make_comm
+from explorer.mcnn.config import load_config
+from explorer.mcnn.events import EventWriter
+from explorer.mcnn.model import build_mcnn
+from explorer.mcnn.pipeline import train_dataset, val_dataset
+from explorer.mcnn.schedule import learning_rate, parse_piecewise
+from explorer.mcnn.shards import damaged_message, prepare_shards
+from mcnn_base.errors import DataError, UserError, os_error_message
+from mcnn_base.native_logs import import_tensorflow
 
 PROCESS_START = time.time()
 # Start-up phase marks (absolute seconds), reported relative to the launch in the start event.
@@ -55,8 +68,6 @@ def _configure_threads(intra: int, inter: int) -> None:
 
 def _weight_fingerprint(variables: list[Any]) -> Any:
     """A float64 summary of all weights; identical across ranks iff replicas are in sync."""
-    import numpy as np
-
     total = np.zeros(3)
     for v in variables:
         a = np.asarray(v, dtype=np.float64).ravel()
@@ -85,12 +96,7 @@ def _inject_fault(cfg: Any, rank: int, step: int) -> float:
 def _checked(batches: Iterable[Any], shards: Any) -> Iterator[Any]:
     """Yield from ``batches``; a damaged or vanished shard file becomes a DataError naming the
     cache and its fix (TensorFlow's DataLossError names neither)."""
-    import re
-
     import tensorflow as tf
-
-    from explorer.mcnn.shards import damaged_message
-    from mcnn_base.errors import DataError
 
     try:
         yield from batches
@@ -103,8 +109,6 @@ def _checked(batches: Iterable[Any], shards: Any) -> Iterator[Any]:
 
 def _os_failure(exc: OSError) -> tuple[int, str, str]:
     """Exit code, reason and detail of an OSError: the environment's (EXIT_IO) or a bug's."""
-    from mcnn_base.errors import os_error_message
-
     message = os_error_message(exc)
     if message is None:
         return EXIT_ERROR, "exception", "".join(traceback.format_exception(exc)[-6:])
@@ -112,13 +116,7 @@ def _os_failure(exc: OSError) -> tuple[int, str, str]:
 
 
 def run(cfg: Any, events: Any, comm: Any) -> int:
-    import numpy as np
     import tensorflow as tf
-
-    from explorer.mcnn.model import build_mcnn
-    from explorer.mcnn.pipeline import train_dataset, val_dataset
-    from explorer.mcnn.schedule import learning_rate, parse_piecewise
-    from explorer.mcnn.shards import prepare_shards
 
     rank, size = comm.rank, comm.size
     shards = prepare_shards(cfg.data, log=(lambda m: print(m, flush=True)) if rank == 0 else None)
@@ -238,11 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", help="events JSONL path (overrides the config's)")
     args = parser.parse_args(argv)
 
-    from explorer.mcnn.config import load_config
-    from explorer.mcnn.events import EventWriter
-    from mcnn_base.errors import UserError
-    from mcnn_base.native_logs import import_tensorflow
-
     try:
         cfg = load_config(args.config)
     except UserError as exc:
@@ -252,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     import_tensorflow()  # its native INFO lines stay out of the job's log (MCNN_VERBOSE=1 keeps them)
     _configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
     PHASES["tf_imported"] = time.time()
-    from explorer.mcnn.comm import make_comm
-
     comm = make_comm(cfg.comm)
     PHASES["comm_ready"] = time.time()
     events = EventWriter(events_path if comm.rank == 0 else None, rank=comm.rank)

@@ -10,7 +10,8 @@ from explorer.study import spent_node_s
 
 def _study():
     study = optuna.create_study()
-    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        "x": optuna.distributions.FloatDistribution(0, 1)}
     for i, (state, wall, tta, nodes) in enumerate([
         ("COMPLETE", 30.0, None, 1),   # missed the target
         ("PRUNED", 10.0, None, 1),

@@ -69,9 +69,10 @@ def test_report_renders_every_figure_without_js_errors(finished_study, capsys):
                  tracking, "--out", str(report)]) == 0
     assert "logged on the study's MLflow run" in capsys.readouterr().out
     client = MlflowClient(tracking)
-    parent = next(r for r in client.search_runs(
-        [client.get_experiment_by_name("tiny").experiment_id])
-        if r.data.tags.get("mcnn.role") == "study")
+    exp = client.get_experiment_by_name("tiny")
+    assert exp is not None
+    parent = next(r for r in client.search_runs([exp.experiment_id])
+                  if r.data.tags.get("mcnn.role") == "study")
     assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     with Browser(tmp / "chrome-report") as browser:
         browser.goto(report.as_uri())
@@ -130,9 +131,10 @@ def test_mlflow_ui_lists_the_child_runs(finished_study):
         studies = _get(f"http://127.0.0.1:{port + 1}/api/studies", time.time() + 60)
         assert b'"study_name": "tiny"' in studies
         client = MlflowClient(tracking)
-        names = sorted(r.info.run_name for r in client.search_runs(
-            [client.get_experiment_by_name("tiny").experiment_id])
-            if r.data.tags.get("mlflow.parentRunId"))
+        exp = client.get_experiment_by_name("tiny")
+        assert exp is not None
+        names = sorted(r.info.run_name for r in client.search_runs([exp.experiment_id])
+                       if r.data.tags.get("mlflow.parentRunId"))
         assert len(names) == 3
         with Browser(tmp / "chrome-ui", width=1600, height=1000) as browser:
             browser.goto(url)

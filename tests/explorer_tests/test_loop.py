@@ -80,6 +80,7 @@ def test_trials_complete_miss_and_fail_with_their_reasons(tmp_path, tracking):
     # the same record in MLflow: a child run per trial with its state, reason and metrics
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name(study.study_name)
+    assert exp is not None
     runs = {int(run.data.tags["optuna.trial"]): run
             for run in client.search_runs([exp.experiment_id], "tags.`mcnn.role` = 'trial'")}
     assert sorted(runs) == [0, 1, 2, 3]

@@ -9,10 +9,12 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import pytest
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import requires_mpi
@@ -67,7 +69,12 @@ def _launch_argv(space: Path, tree: Path, study: str, storage: str, tracking: st
             "--workdir", str(workdir), *extra]
 
 
-def _one_parent(tracking: str, study: str) -> list[object]:
+def _span(trial: optuna.trial.FrozenTrial) -> tuple[datetime, datetime]:
+    assert trial.datetime_start is not None and trial.datetime_complete is not None
+    return trial.datetime_start, trial.datetime_complete
+
+
+def _one_parent(tracking: str, study: str) -> list[Run]:
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name(study)
     assert exp is not None
@@ -106,8 +113,7 @@ def test_four_drivers_share_a_fresh_postgres_study_without_duplicates_or_losses(
     assert 4 <= len(trials) <= 4 + DRIVERS - 1
     # the study really is shared: trials of different drivers ran at the same time
     assert any(a.user_attrs["driver"]["pid"] != b.user_attrs["driver"]["pid"]
-               and a.datetime_start < b.datetime_complete
-               and b.datetime_start < a.datetime_complete
+               and _span(a)[0] < _span(b)[1] and _span(b)[0] < _span(a)[1]
                for a, b in itertools.combinations(trials, 2))
     folders = [t.user_attrs["job"]["workdir"] for t in trials]
     assert len(set(folders)) == len(folders)

@@ -31,10 +31,12 @@ def test_same_host_driver_gone_or_alive(tmp_path):
     alive = _running_trial(study, driver={**me, "host": host})
     assert stale_reason(alive, now=time.time(), stale_after_s=60, host=host) is None
     dead = _running_trial(study, driver={"host": host, "pid": _dead_pid(), "start_ticks": 1})
-    assert "is gone" in stale_reason(dead, now=time.time(), stale_after_s=60, host=host)
+    reason = stale_reason(dead, now=time.time(), stale_after_s=60, host=host)
+    assert reason is not None and "is gone" in reason
     # a live pid that started at another time is a reused pid: the driver is gone
     reused = _running_trial(study, driver={"host": host, "pid": 1, "start_ticks": -5})
-    assert "is gone" in stale_reason(reused, now=time.time(), stale_after_s=60, host=host)
+    reason = stale_reason(reused, now=time.time(), stale_after_s=60, host=host)
+    assert reason is not None and "is gone" in reason
 
 
 def test_other_host_uses_the_heartbeat(tmp_path):
@@ -43,7 +45,8 @@ def test_other_host_uses_the_heartbeat(tmp_path):
     fresh = _running_trial(study, driver=other, heartbeat=time.time())
     old = _running_trial(study, driver=other, heartbeat=time.time() - 1000)
     assert stale_reason(fresh, now=time.time(), stale_after_s=300, host="here") is None
-    assert "no heartbeat" in stale_reason(old, now=time.time(), stale_after_s=300, host="here")
+    reason = stale_reason(old, now=time.time(), stale_after_s=300, host="here")
+    assert reason is not None and "no heartbeat" in reason
 
 
 def test_recover_marks_failed_and_requeues_once(tmp_path):

@@ -72,6 +72,7 @@ def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config
 
     client = MlflowClient(tracking)
     exp = client.get_experiment_by_name("s")
+    assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("mcnn.role") == "study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
@@ -107,7 +108,9 @@ def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config
                  "--experiment", "replay", "--workdir", str(tmp / "replay")]) == 0
     out = capsys.readouterr().out
     assert "mpirun -np 2" in out and "done (" in out
-    replay = client.search_runs([client.get_experiment_by_name("replay").experiment_id])
+    replay_exp = client.get_experiment_by_name("replay")
+    assert replay_exp is not None
+    replay = client.search_runs([replay_exp.experiment_id])
     assert len(replay) == 1 and replay[0].data.tags["state"] == "COMPLETED"
     assert replay[0].data.params["world_size"] == "2"
     assert "best_val_accuracy" in replay[0].data.metrics

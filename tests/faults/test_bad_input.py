@@ -37,7 +37,9 @@ def _nothing_written(cwd: Path) -> None:
 
 
 def _config(path: Path, root: Path, **extra: object) -> Path:
-    path.write_text(json.dumps({"data": {"root": str(root), **extra.pop("data", {})}, **extra}))
+    data = extra.pop("data", {})
+    assert isinstance(data, dict)
+    path.write_text(json.dumps({"data": {"root": str(root), **data}, **extra}))
     return path
 
 

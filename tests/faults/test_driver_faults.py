@@ -83,7 +83,9 @@ def test_driver_sigkilled_mid_trial_then_relaunched(study_env, synth_tree, no_or
     assert not wait_for_no_new_processes([], tag=no_orphans)
     client = MlflowClient(tracking)
     assert client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FAILED"
-    parent = [r for r in client.search_runs([client.get_experiment_by_name("r").experiment_id])
+    exp = client.get_experiment_by_name("r")
+    assert exp is not None
+    parent = [r for r in client.search_runs([exp.experiment_id])
               if r.data.tags.get("mcnn.role") == "study"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
 
@@ -132,9 +134,11 @@ def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, syn
     argv = _argv(tmp, synth_tree, 3, "m", tracking, epochs=2)
     with mlflow_server(tmp, port) as server:
         # the server dies as soon as trial 1 is running: trial 0 is recorded, 1 and 2 are not
-        killer = threading.Thread(target=lambda: (
-            _wait_for(tmp / "runs" / "trial-0001" / "config.yaml", "layout", None, 600),
-            stop_server(server)), daemon=True)
+        def kill_server_once_trial_1_runs() -> None:
+            _wait_for(tmp / "runs" / "trial-0001" / "config.yaml", "layout", None, 600)
+            stop_server(server)
+
+        killer = threading.Thread(target=kill_server_once_trial_1_runs, daemon=True)
         killer.start()
         assert main(argv) == 0
         killer.join(5)
@@ -148,7 +152,9 @@ def test_mlflow_server_dies_mid_study_then_records_are_backfilled(study_env, syn
         out = capsys.readouterr()
         assert "back-filled 2 MLflow run(s)" in out.out + out.err
         client = MlflowClient(tracking)
-        runs = client.search_runs([client.get_experiment_by_name("m").experiment_id])
+        exp = client.get_experiment_by_name("m")
+        assert exp is not None
+        runs = client.search_runs([exp.experiment_id])
         children = {int(r.data.tags["optuna.trial"]): r for r in runs
                     if r.data.tags.get("mcnn.role") == "trial"}
         assert sorted(children) == [0, 1, 2]

@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_srun_argv_golden(name):
     check_golden(name, "\n".join(argv) + "\n")
 
 
-SBATCH_CASES = {
+SBATCH_CASES: dict[str, tuple[Resources, dict[str, Any]]] = {
     "sbatch_one_node.sbatch": (Resources(), {"job_name": "mcnn-trial-3"}),
     "sbatch_two_hosts.sbatch": (
         Resources(hosts=("node01", "node02"), ranks_per_node=2, threads_per_rank=18,
@@ -237,6 +238,7 @@ def test_sbatch_cancel_scancels_the_job_and_ends_the_session(fake_slurm, tmp_pat
     monkeypatch.setenv("FAKE_SLURM_JOBID", "777")
     job = SlurmLauncher("sbatch", grace_s=2.0).launch(tmp_path / "c.yaml", Resources(),
                                                       workdir=tmp_path / "run")
+    assert isinstance(job, SlurmBatchJob)
     _wait_for_text(job.log_path, "started")
     assert len(session_pids(job.pid)) >= 3  # sbatch, bash, the (srun-exec'd) command
     assert job.state is JobState.RUNNING
@@ -265,6 +267,7 @@ def test_scancel_failure_is_recorded_not_raised(fake_slurm, tmp_path, monkeypatc
     monkeypatch.setenv("FAKE_SCANCEL_RC", "1")
     job = SlurmLauncher("sbatch", grace_s=2.0).launch(tmp_path / "c.yaml", Resources(),
                                                       workdir=tmp_path / "run")
+    assert isinstance(job, SlurmBatchJob)
     _wait_for_text(job.log_path, "started")
     assert job.cancel() is JobState.CANCELLED
     assert job.scancel_error is not None and "exited with 1" in job.scancel_error

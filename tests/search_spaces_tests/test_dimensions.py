@@ -60,8 +60,9 @@ def test_each_dimension_lands_at_its_path(tmp_path, name):
     entry = DIMENSIONS[name]
     if isinstance(entry, Dim):
         assert path in entry.paths
-    assert plan.resources is not None
-    assert plan.resources == resources_of(config_from_dict(plan.config).layout)
+    layout = config_from_dict(plan.config).layout
+    assert plan.resources is not None and layout is not None
+    assert plan.resources == resources_of(layout)
 
 
 def test_layout_is_written_in_full_from_the_base_when_not_sampled(tmp_path):
@@ -73,6 +74,7 @@ def test_layout_is_written_in_full_from_the_base_when_not_sampled(tmp_path):
                    "layout": {"hosts": ["a"], "ranks_per_node": 2, "threads_per_rank": 3,
                               "binding": "none", "env": {"FOO": "1", "OMP_NUM_THREADS": "3"}}}
     plan = build_plan(space, {}, data_root=tmp_path, n_train=1000, hosts=POOL)
+    assert plan.resources is not None
     assert list(plan.resources.env.items()) == [("FOO", "1"), ("OMP_NUM_THREADS", "3")]
 
 

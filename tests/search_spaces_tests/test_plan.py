@@ -27,6 +27,7 @@ def test_schedule_family_renders_a_piecewise_string():
 def test_schedule_boundaries_past_the_run_are_dropped():
     text = render_schedule({"peak_lr": 0.01, "first_decay_epoch": 4, "decay_every_epochs": 4,
                             "decay_phases": 4, "decay_factor": 0.5}, max_epochs=10)
+    assert text is not None
     assert parse_piecewise(text).boundaries == (4.0, 8.0)
 
 

@@ -118,5 +118,6 @@ def test_real_metadata_join():
     assert summary["compounds"] == 39  # 38 + DMSO
     assert summary["plates"] == 55
     per_class = summary["images_per_class"]
+    assert isinstance(per_class, dict)
     assert per_class["DMSO"] == 1320
     assert sum(per_class.values()) == summary["annotated_images"]

@@ -29,7 +29,7 @@ def test_deterministic_for_a_seed(tmp_path):
 
 def test_phenotypes_depend_on_moa_and_dose(synth_tree):
     ds = load_metadata(synth_tree)
-    mean = {}
+    mean: dict[tuple[str | None, float], list[np.ndarray]] = {}
     for r in ds.annotated:
         img = read_channels(r).astype(np.float64)
         mean.setdefault((r.moa, r.concentration), []).append(img.mean(axis=(0, 1)))

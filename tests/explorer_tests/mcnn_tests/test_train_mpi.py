@@ -22,6 +22,7 @@ def _run(tmp_path, root, timeout=600, **over):
         Resources(ranks_per_node=2, threads_per_rank=1, binding="core", timeout_s=timeout),
         workdir=tmp_path / "run")
     state = job.wait(timeout + 30)
+    assert job.events_path is not None
     return job, state, read_events(job.events_path)
 
 
@@ -81,5 +82,6 @@ def test_local_launcher_runs_one_process_without_mpi(tmp_path, synth_tree):
     job = LocalLauncher().launch(_config(tmp_path, synth_tree, max_epochs=1, comm="local"),
                                  Resources(timeout_s=300), workdir=tmp_path / "local")
     assert job.wait(330) is JobState.COMPLETED, job.log_tail()
+    assert job.events_path is not None
     events = read_events(job.events_path)
     assert events[0]["world_size"] == 1 and events[-1]["event"] == "done"

@@ -7,7 +7,6 @@ of rendered plots in ``body[data-rendered]`` — what the headless-browser test 
 from __future__ import annotations
 
 import html
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from plotly.offline import get_plotlyjs
 
 from dashboards.figures import build_all
 from dashboards.records import StudyRecord, study_record
+from explorer.speedup import speedup
 
 __all__ = ["render_report", "summary", "write_report"]
 
@@ -69,6 +69,7 @@ _CAPTIONS = {
 def summary(rec: StudyRecord) -> dict[str, Any]:
     """The header's facts (a plain record, checked by tests)."""
     best = rec.best()
+    found = speedup(rec.trials, str(rec.attrs.get("objective", "tta_s")))
     return {
         "study": rec.name,
         "trials_by_state": rec.by_state(),
@@ -81,7 +82,8 @@ def summary(rec: StudyRecord) -> dict[str, Any]:
         "best_val_accuracy": None if best is None else best.best_val_accuracy,
         "best_params": {} if best is None else best.params,
         "best_schedule": None if best is None else best.derived.get("piecewise"),
-        "best_layout": None if best is None else (best.config.get("layout") or {}),
+        "best_layout": None if best is None else best.layout_text,
+        "speedup_vs_baseline": (None if found is None else found.describe()),
     }
 
 
@@ -102,11 +104,13 @@ def render_report(study: optuna.Study, client: Any = None) -> str:
     facts = summary(rec)
     tta = facts["best_tta_s"]
     best_rows = [
+        *([("speedup vs baseline", facts["speedup_vs_baseline"])]
+          if facts["speedup_vs_baseline"] else []),
         ("best trial", facts["best_trial"] if facts["best_trial"] is not None else "none yet"),
         ("best TTA", f"{tta:.1f} s" if tta is not None else "target not reached"),
         ("best val accuracy", facts["best_val_accuracy"]),
         ("LR schedule", facts["best_schedule"]),
-        ("layout", json.dumps(facts["best_layout"])),
+        ("layout", facts["best_layout"] or "-"),
         *((f"  {k}", v) for k, v in sorted(facts["best_params"].items())),
     ]
     study_rows = [

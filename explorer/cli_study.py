@@ -21,6 +21,7 @@ from explorer.driver import StudyDriver
 from explorer.objective import OBJECTIVES
 from explorer.progress import ProgressLine
 from explorer.record import records
+from explorer.speedup import speedup
 from explorer.study import PRUNERS, StudySettings, best_record
 from explorer.tracking import ui_command
 from launchers import Launcher, MpirunLauncher, SlurmLauncher
@@ -125,7 +126,7 @@ def _launch(args: argparse.Namespace) -> int:
         budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600,
         concurrent_trials=_concurrency(args.concurrent_trials),
         stall_timeout_s=None if args.stall_timeout == 0 else args.stall_timeout,
-        mca=_mca(args.mca))
+        mca=_mca(args.mca), baseline=args.baseline)
     quiet_libraries()
     _exit_on_sigterm()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
@@ -150,6 +151,9 @@ def _launch(args: argparse.Namespace) -> int:
         derived = best.derived
         print(f"  -> global batch {derived.get('global_batch')}, world size "
               f"{derived.get('world_size')}, schedule {derived.get('piecewise')}")
+    found = speedup(records(study), args.objective)
+    if found is not None:
+        print(f"speedup:    {found.describe()}")
     report = _write_report(study, settings)
     if report is not None:
         print(f"report:     {report}")
@@ -202,13 +206,18 @@ def _export(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     study = export.load_study(args.study, absolute_sqlite(args.storage))
+    trials = records(study)
+    found = speedup(trials, str(study.user_attrs.get("objective", "tta_s")))
+    if found is not None:
+        print(f"speedup: {found.describe()}")
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
-    for t in records(study):
+    for t in trials:
         value = "-" if t.values is None else f"{t.values[0]:.4g}"
         tta, acc = t.tta_s, t.best_val_accuracy
+        mark = f" [baseline: {t.baseline.get('name')}]" if t.baseline else ""
         print(f"{t.number:>4} {t.state.value:<10} {value:>12} "
               f"{'-' if tta is None else f'{tta:.1f}':>8} "
-              f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.reason}")
+              f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.reason}{mark}")
     return 0
 
 
@@ -257,6 +266,10 @@ def add_commands(sub: Any) -> None:
                         "or lost rank); 0 turns it off (default 600)")
     p.add_argument("--mca", action="append", metavar="KEY=VALUE",
                    help="extra Open MPI --mca parameter for every trial (repeatable)")
+    p.add_argument("--baseline", metavar="seed|FILE",
+                   help="run a fixed config as the study's first trial and report the speedup "
+                        "over it: 'seed' (the seed's hand-tuned run, mapped onto the hosts; "
+                        "README) or your own training config file")
     p.add_argument("--workdir", help="trial folders and MLflow artifacts (default runs/STUDY)")
     p.add_argument("--no-retry-stale", action="store_true",
                    help="do not re-queue trials left RUNNING by a killed driver")

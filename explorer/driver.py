@@ -33,7 +33,7 @@ from explorer.outcome import classify
 from explorer.pool import HostPool
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine
-from explorer.record import Outcome, set_attrs
+from explorer.record import Outcome, records, set_attrs
 from explorer.recorder import Recorder
 from explorer.schema import schema_lock
 from explorer.stale import driver_identity, recover_stale
@@ -51,6 +51,7 @@ from launchers.base import JobHandle, Launcher
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError, LaunchError
 from mcnn_base.urls import mask_url
+from search_spaces.baseline import Baseline, load_baseline
 from search_spaces.plan import TrialPlan, build_plan, deep_merge, place, sample_params
 from search_spaces.space import SearchSpace, load_space
 
@@ -138,6 +139,9 @@ class StudyDriver:
     def run(self) -> optuna.Study:
         self.started = self.clock.now()  # --timeout counts from here: set-up time is study time
         n_train = self.prepare(self.base, self.s, self.log)
+        # a baseline that cannot run on this pool and split fails here, before any write
+        baseline = (load_baseline(self.s.baseline, self.space, self.s.hosts, n_train)
+                    if self.s.baseline else None)
         split = (self.base.get("data") or {}).get("split") or {}
         attrs = {"space": str(self.s.space), "space_name": self.space.name,
                  "objective": self.s.objective, "target_accuracy": self.base.get("target_accuracy"),
@@ -153,6 +157,8 @@ class StudyDriver:
             self.log(f"resumed study {self.s.study!r}: {len(stale)} stale trial(s) "
                      f"{stale} marked FAILED{' and re-queued' if self.s.retry_stale else ''}")
         rec.backfill(study)
+        if baseline is not None:
+            self._enqueue_baseline(study, baseline)
         self.progress.total = self.s.trials
         self._show_best(study, tag=False)
         self._loop(study, rec, n_train)
@@ -246,13 +252,26 @@ class StudyDriver:
         assert self.s.budget_node_s is not None
         return f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) spent"
 
+    def _enqueue_baseline(self, study: optuna.Study, baseline: Baseline) -> None:
+        """Queue the baseline as the next trial, unless the study already has one."""
+        if any(r.baseline for r in records(study)):
+            return
+        study.enqueue_trial({}, user_attrs={"baseline": baseline.to_dict()})
+        self.log(f"baseline ({baseline.name}) queued as the next trial")
+
     def _ask(self, study: optuna.Study, rec: Recorder, n_train: int) -> _Asked | str:
         """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
+        fixed = trial.user_attrs.get("baseline")
         try:
-            params = sample_params(self.space, trial)
+            if fixed:  # a fixed trial: its values, under the study's rules and target
+                baseline = Baseline.from_dict(fixed)
+                params, overrides = baseline.params, deep_merge(baseline.overrides,
+                                                                self.overrides)
+            else:
+                params, overrides = sample_params(self.space, trial), self.overrides
             plan = build_plan(self.space, params, data_root=self.s.data_root, n_train=n_train,
-                              hosts=self.s.hosts, overrides=self.overrides)
+                              hosts=self.s.hosts, overrides=overrides)
         except (ConfigError, ValueError) as exc:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from explorer.mcnn.bbbc021 import IMAGE_CSV, MOA_CSV
 from mcnn_base.errors import ConfigError, os_error_message
 from mcnn_base.urls import mask_url, scrub
+from search_spaces.baseline import file_baseline
 from search_spaces.feasibility import smallest_verdicts
 
 if TYPE_CHECKING:
@@ -194,4 +195,6 @@ def check_launch(settings: StudySettings, space: SearchSpace) -> None:
     check_storage(settings.storage)
     check_tracking(settings.tracking_uri)
     check_layout(space, settings.hosts)
+    if settings.baseline not in (None, "seed"):  # the seed's mapping needs the split: later
+        file_baseline(Path(str(settings.baseline)), settings.hosts)
     writable_dir(settings.workdir, "--workdir")

@@ -104,6 +104,7 @@ class TrialRecord:
     log_tail: str | None = None
     stale: bool = False
     retry_of: int | None = None
+    baseline: dict[str, Any] = field(default_factory=dict)  # a fixed trial: name, params, ...
     start: float | None = None  # unix seconds
     end: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)  # per epoch (dashboards fill it)
@@ -122,6 +123,21 @@ class TrialRecord:
         return [h for h in str(self.derived.get("hosts", "")).split(",") if h]
 
     @property
+    def layout_text(self) -> str:
+        """The layout as a person reads it: ``2 nodes × 4 ranks × 10 threads, bind core``."""
+        layout = self.config.get("layout") or {}
+        if not layout:
+            return "-"
+        nodes = len(layout.get("hosts") or []) or self.nodes
+
+        def count(n: int, what: str) -> str:
+            return f"{n} {what}{'' if n == 1 else 's'}"
+
+        return (f"{count(nodes, 'node')} × {count(int(layout.get('ranks_per_node', 1)), 'rank')}"
+                f" × {count(int(layout.get('threads_per_rank', 1)), 'thread')}, bind "
+                f"{layout.get('binding', 'core')}")
+
+    @property
     def node_s(self) -> float:
         """Compute used: job wall seconds × nodes."""
         return float(self.wall_s or 0.0) * self.nodes
@@ -137,7 +153,7 @@ class TrialRecord:
     def from_frozen(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:
         ua = t.user_attrs
         known = {k: ua[k] for k in ATTR_NAMES if k in ua and k not in ("state",)}
-        for key in ("derived", "config", "driver", "job"):
+        for key in ("derived", "config", "driver", "job", "baseline"):
             if not isinstance(known.get(key), dict):
                 known.pop(key, None)
         if "reason" in known:

@@ -14,7 +14,8 @@ import optuna
 import yaml
 
 from explorer.objective import TrialOutcome, objective_values
-from explorer.record import FINAL_METRICS, Outcome, TrialRecord, set_attrs
+from explorer.record import FINAL_METRICS, Outcome, TrialRecord, records, set_attrs
+from explorer.speedup import speedup
 from explorer.study import StudySettings, best_record
 from explorer.tracking import RunRecorder, Tracker
 from launchers.base import JobHandle
@@ -68,6 +69,9 @@ class Recorder:
         for key, value in plan.constraints.items():
             trial.set_constraint(key, value)
         name = run_name(trial.number, plan)
+        fixed = trial.user_attrs.get("baseline")
+        if fixed:
+            name = name.replace(" ", f" baseline({fixed.get('name')}) ", 1)
         set_attrs(trial, config=plan.config, derived=plan.derived, run_name=name, **attrs)
         run = self.tracker.child(self.parent.run_id, name,
                                  {"optuna.trial": trial.number, "mcnn.study": self.s.study})
@@ -137,6 +141,10 @@ class Recorder:
                               "best_config": yaml.safe_dump(best.config)})
         self.parent.log_metrics({"best_value": best.values[0], "best_tta_s": best.tta_s},
                                 step=best.number)
+        found = speedup(records(study), self.s.objective)
+        if found is not None:
+            self.parent.set_tags({"speedup_vs_baseline": found.describe()})
+            self.parent.log_metrics({"speedup_vs_baseline": found.ratio}, step=best.number)
         return best
 
     def end(self, finished: bool) -> None:

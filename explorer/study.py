@@ -52,6 +52,7 @@ class StudySettings:
     concurrent_trials: int | None = None  # None: one per host of the pool
     stall_timeout_s: float | None = 600.0  # a job silent this long (no event) is ended FAILED
     mca: dict[str, str] = field(default_factory=dict)  # extra Open MPI --mca settings
+    baseline: str | None = None  # "seed" or a config file: run as the study's first trial
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,6 +67,7 @@ class StudySettings:
                 "trial_timeout_s": self.trial_timeout_s, "target_accuracy": self.target_accuracy,
                 "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
                 "objective": self.objective, "multi_objective": self.multi_objective,
+                "baseline": self.baseline,
                 "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
 
 

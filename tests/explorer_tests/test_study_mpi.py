@@ -56,15 +56,25 @@ def _no_process_mentions(text: str) -> bool:
 def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config(
         study_env, synth_tree, capsys):
     tmp = study_env
-    assert main(_launch_argv(tmp, _space(tmp), synth_tree, 3, "s", "--pruner", "none")) == 0
+    assert main(_launch_argv(tmp, _space(tmp), synth_tree, 3, "s", "--pruner", "none",
+                             "--baseline", "seed")) == 0
     out = capsys.readouterr().out
     assert "best: trial" in out and "mlflow ui --backend-store-uri" in out
     assert "mcnn-explore study export --study s" in out
+    assert "baseline (seed) queued as the next trial" in out
+    speedup_line = next(line for line in out.splitlines() if line.startswith("speedup:"))
+    assert "baseline (seed)" in speedup_line
 
     storage, tracking = _urls(tmp)
     study = optuna.load_study(study_name="s", storage=storage)
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) == 3 and all(t.state.name == "COMPLETE" for t in finished)
+    # the baseline ran first, as the seed's run mapped onto this 2-core host: 2 ranks × 1
+    # thread, 32 images per node, the seed's schedule
+    seed = finished[0]
+    assert seed.user_attrs["baseline"]["name"] == "seed" and seed.params == {}
+    assert seed.user_attrs["derived"]["global_batch"] == 32
+    assert seed.user_attrs["config"]["schedule"]["piecewise"].startswith("0.008;2;0.032")
     for t in finished:
         acc = t.user_attrs["best_val_accuracy"]
         tta = t.user_attrs["tta_s"]
@@ -79,6 +89,7 @@ def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["speedup_vs_baseline"] == speedup_line.removeprefix("speedup:").strip()
     assert parent.data.params["study.trials"] == "3"
     assert {c.info.run_id for c in children} >= {parent.data.tags["best_run_id"]}
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study.yaml",
@@ -86,10 +97,11 @@ def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["state"] == "COMPLETED"
-        assert {"peak_lr", "binding", "global_batch", "world_size", "piecewise",
-                "updates_per_epoch"} <= set(child.data.params)
+        baseline = "baseline(seed)" in child.info.run_name
+        assert {*([] if baseline else ["peak_lr"]), "binding", "global_batch", "world_size",
+                "piecewise", "updates_per_epoch"} <= set(child.data.params)
         assert child.data.params["world_size"] == "2"
-        assert child.data.params["global_batch"] == "16"
+        assert child.data.params["global_batch"] == ("32" if baseline else "16")
         assert {"best_val_accuracy", "node_hours", "startup_s", "wall_s"} <= set(
             child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "val_accuracy")

@@ -60,6 +60,17 @@ def test_malformed_train_config_yaml(tmp_path, command):
     assert_user_error(proc, f"{cfg}:2", "invalid YAML")
 
 
+@pytest.mark.parametrize("kind", ["missing", "invalid"])
+def test_a_bad_baseline_file_is_refused_before_anything_is_written(synth_tree, tmp_path, kind):
+    baseline = tmp_path / "mine.yaml"
+    if kind == "invalid":
+        baseline.write_text("data: {root: /x}\nper_worker_batch: 0\n")
+    proc = _launch(tmp_path, synth_tree, "--baseline", baseline)
+    what = "no such file" if kind == "missing" else "per_worker_batch"
+    assert_user_error(proc, f"--baseline {str(baseline)!r}", what)
+    _nothing_written(tmp_path)
+
+
 # -- 2. impossible search spaces ------------------------------------------------------------------
 def test_space_with_low_above_high(synth_tree, tmp_path):
     space = tmp_path / "space.yaml"

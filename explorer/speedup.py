@@ -1,0 +1,79 @@
+"""The answer a user asks for first: how much faster the best config is than the baseline.
+
+``speedup_vs_baseline = baseline TTA ÷ best TTA``, with TTA the study's objective figure
+(``tta_s``, ``tta_wall_s`` or ``tta_interp_s``). Single runs are labelled "unconfirmed": the best
+of a search is optimistically biased, and one run of each says little about run-to-run spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from explorer.record import Outcome, TrialRecord
+
+__all__ = ["Speedup", "speedup"]
+
+_TTA_OBJECTIVES = ("tta_s", "tta_wall_s", "tta_interp_s")
+
+
+def _tta(r: TrialRecord, objective: str) -> float | None:
+    if r.state is not Outcome.COMPLETED or not r.reached:
+        return None
+    value = getattr(r, objective, None)
+    return float(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Speedup:
+    baseline: TrialRecord
+    best: TrialRecord | None  # the best non-baseline trial that reached the target
+    objective: str
+    ratio: float | None  # baseline TTA ÷ best TTA; None when either missed
+
+    @property
+    def baseline_tta(self) -> float | None:
+        return _tta(self.baseline, self.objective)
+
+    @property
+    def best_tta(self) -> float | None:
+        return None if self.best is None else _tta(self.best, self.objective)
+
+    def describe(self) -> str:
+        """One line, e.g. ``1.83× faster than the baseline (seed): 52.1 s vs 95.3 s
+        (tta_s, trial 7; unconfirmed single runs)``."""
+        name = self.baseline.baseline.get("name", "?") if self.baseline.baseline else "?"
+        if self.baseline.state is not Outcome.COMPLETED:
+            return (f"the baseline ({name}) did not finish ({self.baseline.state.value}: "
+                    f"{self.baseline.reason}); no speedup")
+        base, best = self.baseline_tta, self.best_tta
+        if base is None:
+            acc = self.baseline.best_val_accuracy or 0.0
+            tail = (f"; best TTA {best:.1f} s (trial {self.best.number})"
+                    if best is not None and self.best is not None else "")
+            return (f"the baseline ({name}) missed the target (best accuracy {acc:.3f}): no "
+                    f"speedup figure{tail}")
+        if self.ratio is None or best is None or self.best is None:
+            return (f"no searched trial reached the target yet; the baseline ({name}) took "
+                    f"{base:.1f} s ({self.objective})")
+        return (f"{self.ratio:.2f}× faster than the baseline ({name}): {best:.1f} s vs "
+                f"{base:.1f} s ({self.objective}, trial {self.best.number} vs trial "
+                f"{self.baseline.number}; unconfirmed single runs)")
+
+
+def speedup(trials: list[TrialRecord], objective: str) -> Speedup | None:
+    """The speedup of the study's best searched trial over its baseline trial (None: no
+    baseline trial, or not a TTA objective)."""
+    if objective not in _TTA_OBJECTIVES:
+        return None
+    baseline = next((r for r in trials if r.baseline), None)
+    if baseline is None or baseline.state in (Outcome.WAITING, Outcome.RUNNING):
+        return None
+    searched = [(t, r) for r in trials if not r.baseline
+                if (t := _tta(r, objective)) is not None]
+    best = min(searched, key=lambda pair: pair[0])[1] if searched else None
+    base = _tta(baseline, objective)
+    ratio = None
+    if base is not None and best is not None:
+        best_tta = _tta(best, objective)
+        ratio = base / best_tta if best_tta else None
+    return Speedup(baseline, best, objective, ratio)

@@ -17,7 +17,9 @@ from explorer.record import TrialRecord, median_images_per_sec
 
 __all__ = ["StudyRecord", "TrialRecord", "study_record"]
 
-_CURVE_KEYS = ("val_accuracy", "elapsed_s", "images_per_sec", "train_loss", "lr")
+# "epoch" (epochs trained at each evaluation) is logged since evaluations may come mid-epoch;
+# runs without it keep the step as their epoch
+_CURVE_KEYS = ("val_accuracy", "elapsed_s", "images_per_sec", "train_loss", "lr", "epoch")
 
 
 @dataclass

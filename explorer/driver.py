@@ -335,7 +335,7 @@ class StudyDriver:
                 continue
             a.asked.run.log_epoch(event)
             acc = event.get("val_accuracy")
-            self.progress.update(a.done, trial.number, int(event["epoch"]), acc)
+            self.progress.update(a.done, trial.number, event.get("epoch"), acc)
             if acc is None:
                 continue
             a.reports += 1

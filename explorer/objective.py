@@ -43,7 +43,7 @@ class TrialOutcome:
     tta_s: float | None = None
     startup_s: float | None = None
     best_val_accuracy: float = 0.0
-    epochs: int = 0
+    epochs: float = 0  # epochs trained (fractional when evaluated mid-epoch)
     wall_s: float = 0.0
     nodes: int = 1
     images_per_sec: float | None = None  # median over epochs after the first

@@ -42,17 +42,20 @@ def outcome_from_events(events: list[dict[str, Any]], state: JobState, returncod
     curve = [(float(e["elapsed_s"]), float(e["val_accuracy"])) for e in epochs
              if e.get("val_accuracy") is not None and e.get("elapsed_s") is not None]
 
+    trained = float(epochs[-1].get("epoch") or len(epochs)) if epochs else 0.0
+    trained = int(trained) if trained.is_integer() else trained
+
     def outcome(kind: Outcome, reason: str, tta_s: float | None = None) -> TrialOutcome:
         interp = None
         if tta_s is not None:
             interp = interpolated_tta(curve, float(target)) if target is not None else tta_s
         return TrialOutcome(kind, reason, tta_s=tta_s, startup_s=startup,
-                            best_val_accuracy=best, epochs=len(epochs), wall_s=wall_s,
+                            best_val_accuracy=best, epochs=trained, wall_s=wall_s,
                             nodes=nodes, images_per_sec=rate,
                             tta_interp_s=tta_s if interp is None else interp)
 
     if pruned:
-        return outcome(Outcome.PRUNED, f"pruned after epoch {len(epochs)}")
+        return outcome(Outcome.PRUNED, f"pruned after epoch {trained:g}")
     if state is JobState.TIMEOUT:
         return outcome(Outcome.FAILED, "timeout")
     if state is JobState.COMPLETED and done is not None:

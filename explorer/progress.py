@@ -23,10 +23,10 @@ class ProgressLine:
     def set_best(self, text: str) -> None:
         self.best = text
 
-    def update(self, done: int, trial: int, epoch: int | None, acc: float | None,
+    def update(self, done: int, trial: int, epoch: float | None, acc: float | None,
                detail: str = "") -> None:
         acc_s = "-" if acc is None else f"{acc:.3f}"
-        ep = "-" if epoch is None else str(epoch)
+        ep = "-" if epoch is None else f"{epoch:g}"
         line = (f"[{done + 1}/{self.total}] trial {trial}: epoch {ep} val_acc {acc_s} | "
                 f"best TTA {self.best}{'  ' + detail if detail else ''}")
         if self.tty:

@@ -93,7 +93,7 @@ class TrialRecord:
     median_images_per_sec: float | None = None
     node_hours: float | None = None
     wall_s: float | None = None
-    epochs: int | None = None
+    epochs: float | None = None
     # bookkeeping
     run_name: str | None = None
     mlflow_run_id: str | None = None

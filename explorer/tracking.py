@@ -83,15 +83,17 @@ class RunRecorder:
             self._call("log_batch", metrics=batch)
 
     def log_epoch(self, event: Mapping[str, Any]) -> None:
-        """Log one ``epoch`` event of the job (step = epoch)."""
+        """Log one ``epoch`` event of the job: step = the evaluation's number (the epoch when
+        the job evaluates once an epoch), with the epochs trained as the ``epoch`` metric."""
         self.log_metrics({
+            "epoch": event.get("epoch"),
             "val_accuracy": event.get("val_accuracy"),
             "train_loss": event.get("train_loss"),
             "images_per_sec": event.get("images_per_sec"),
             "lr": event.get("lr"),
             "train_step": event.get("step"),
             "elapsed_s": event.get("elapsed_s"),
-        }, step=int(event.get("epoch", 0)))
+        }, step=int(event.get("eval") or event.get("epoch") or 0))
 
     def log_files(self, paths: Iterable[Path]) -> None:
         for path in paths:

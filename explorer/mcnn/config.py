@@ -154,6 +154,8 @@ class TrainConfig(_Strict):
     target_accuracy: float | None = Field(None, gt=0.0, le=1.0)
     max_steps: int | None = Field(None, gt=0)  # stop after this many updates (benchmarks)
     eval: bool = True  # False: throughput-only (no validation)
+    # evaluate every this many epochs (0.5: twice an epoch); evaluation time stays on the clock
+    eval_every_epochs: float = Field(1.0, gt=0.0)
     intra_op_threads: int = Field(0, ge=0)  # 0 = TF default
     inter_op_threads: int = Field(0, ge=0)
     precision: Literal["float32", "mixed_bfloat16"] = "float32"

@@ -115,6 +115,12 @@ def _os_failure(exc: OSError) -> tuple[int, str, str]:
     return EXIT_IO, "io_error", message
 
 
+def _epochs(step: int, steps_per_epoch: int) -> float:
+    """Epochs trained after ``step`` updates: a whole number when it is one (1, not 1.0)."""
+    epochs = round(step / steps_per_epoch, 3)
+    return int(epochs) if epochs.is_integer() else epochs
+
+
 def run(cfg: Any, events: Any, comm: Any) -> int:
     import tensorflow as tf
 
@@ -174,13 +180,16 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
                 split=shards.split, shards=str(shards.path))
 
     max_steps = cfg.max_steps or int(np.ceil(cfg.max_epochs * steps_per_epoch))
-    step, epoch, best, tta_s, first_step_s = 0, 0, 0.0, None, 0.0
+    # one period of training between evaluations (one epoch unless eval_every_epochs says)
+    period = max(1, round(cfg.eval_every_epochs * steps_per_epoch))
+    step, n_eval, best, tta_s, first_step_s = 0, 0, 0.0, None, 0.0
+    epoch: float = 0
     last_progress = clock
     reason = "max_epochs" if cfg.max_steps is None else "max_steps"
     while step < max_steps:
-        epoch += 1
+        n_eval += 1
         t0, losses = time.time(), []
-        for _ in range(min(steps_per_epoch, max_steps - step)):
+        for _ in range(min(period, max_steps - step)):
             lr = learning_rate(schedule, step, steps_per_epoch,
                                warmup_epochs=cfg.schedule.warmup_epochs, scale=lr_scale)
             optimizer.learning_rate.assign(lr * _inject_fault(cfg, rank, step))
@@ -194,7 +203,8 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
             step += 1
             if time.time() - last_progress >= cfg.progress_every_s:
                 last_progress = time.time()
-                events.emit("progress", epoch=epoch, step=step, elapsed_s=last_progress - clock)
+                events.emit("progress", epoch=_epochs(step, steps_per_epoch), step=step,
+                            elapsed_s=last_progress - clock)
         train_s = time.time() - t0
         val_acc, eval_s = None, 0.0
         if cfg.eval:
@@ -207,11 +217,13 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
             val_acc, eval_s = correct / max(total, 1.0), time.time() - t1
             best = max(best, val_acc)
         elapsed = time.time() - clock
-        events.emit("epoch", epoch=epoch, step=step, images_seen=step * global_batch,
+        epoch = _epochs(step, steps_per_epoch)
+        events.emit("epoch", epoch=epoch, eval=n_eval, step=step,
+                    images_seen=step * global_batch,
                     train_loss=float(np.mean(losses)), val_accuracy=val_acc,
                     images_per_sec=len(losses) * global_batch / max(train_s, 1e-9),
                     lr=lr, elapsed_s=elapsed, eval_s=eval_s, train_s=train_s,
-                    **({"first_step_s": first_step_s} if epoch == 1 else {}))
+                    **({"first_step_s": first_step_s} if n_eval == 1 else {}))
         if cfg.target_accuracy is not None and val_acc is not None \
                 and val_acc >= cfg.target_accuracy:
             tta_s = elapsed

@@ -79,9 +79,17 @@ def test_exception_on_one_rank_does_not_hang_the_other(tmp_path, synth_tree):
 def test_local_launcher_runs_one_process_without_mpi(tmp_path, synth_tree):
     from launchers import LocalLauncher
 
-    job = LocalLauncher().launch(_config(tmp_path, synth_tree, max_epochs=1, comm="local"),
+    # evaluated twice an epoch: the evaluation time stays on the clock
+    job = LocalLauncher().launch(_config(tmp_path, synth_tree, max_epochs=1, comm="local",
+                                         eval_every_epochs=0.5),
                                  Resources(timeout_s=300), workdir=tmp_path / "local")
     assert job.wait(330) is JobState.COMPLETED, job.log_tail()
     assert job.events_path is not None
     events = read_events(job.events_path)
     assert events[0]["world_size"] == 1 and events[-1]["event"] == "done"
+    evals = [e for e in events if e["event"] == "epoch"]
+    # half an epoch, to the nearest update (19 updates an epoch here: 10 of them)
+    assert [e["eval"] for e in evals] == [1, 2] and evals[1]["epoch"] == 1
+    assert evals[0]["epoch"] == pytest.approx(0.5, abs=0.05)
+    assert all(e["val_accuracy"] is not None and e["eval_s"] > 0 for e in evals)
+    assert evals[1]["elapsed_s"] > evals[0]["elapsed_s"] + evals[1]["eval_s"]

@@ -32,7 +32,7 @@ from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
 from explorer.pool import HostPool
 from explorer.prepare import prepare_shards
-from explorer.progress import ProgressLine
+from explorer.progress import ProgressLine, duration
 from explorer.record import Outcome, records, set_attrs
 from explorer.recorder import Recorder
 from explorer.schema import schema_lock
@@ -58,6 +58,7 @@ from search_spaces.space import SearchSpace, load_space
 __all__ = ["Next", "StudyDriver"]
 
 HEARTBEAT_S = 15.0
+CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
 POLL_S = 0.5
 
 # (base config, settings, log) -> training images: builds the shard cache (a child process)
@@ -172,7 +173,8 @@ class StudyDriver:
         concurrency = self.s.concurrent_trials or pool.size
         active: list[_Active] = []
         waiting: _Asked | None = None  # asked and planned, waiting for free nodes
-        beat = self.clock.now()
+        beat = shown = self.clock.now()
+        self._show_clock(study, active)
         infeasible_run = 0
         try:
             while True:
@@ -188,6 +190,9 @@ class StudyDriver:
                     beat = self.clock.now()
                     for a in active:
                         set_attrs(a.asked.trial, heartbeat=beat)
+                if self.clock.now() - shown >= CLOCK_EVERY_S:
+                    shown = self.clock.now()
+                    self._show_clock(study, active)
                 room = waiting is None and len(active) < concurrency
                 # (deciding reads every trial: only when a trial could start or none runs)
                 nxt = (self._next(study, len(active) + (waiting is not None))
@@ -230,6 +235,18 @@ class StudyDriver:
                 rec.interrupted(study, waiting.trial, waiting.run)
             rec.end(finished=False)
             raise
+
+    def _show_clock(self, study: optuna.Study, active: list[_Active]) -> None:
+        """Elapsed time, node-seconds spent (finished trials + the running ones so far) and what
+        is left of --timeout or --budget-node-hours, on the live line."""
+        now = self.clock.now()
+        spent = spent_node_s(study) + sum((now - a.job.started) * len(a.hosts) for a in active)
+        parts = [f"{duration(now - self.started)} elapsed", f"{spent:.0f} node-s"]
+        if self.s.timeout_s is not None:
+            parts.append(f"{duration(self.s.timeout_s - (now - self.started))} left")
+        if self.s.budget_node_s is not None:
+            parts.append(f"{max(0.0, self.s.budget_node_s - spent):.0f} node-s left")
+        self.progress.set_status(", ".join(parts))
 
     def _next(self, study: optuna.Study, mine: int) -> Next:
         """Whether to ask another trial, wait, or end the study (and why)."""

@@ -210,3 +210,23 @@ def test_successive_halving_prunes_on_training_seconds(tmp_path, tracking):
     assert r[2].state is Outcome.PRUNED
     assert launcher.launched[2][1].state.value == "CANCELLED"
     assert max(study.trials[2].intermediate_values) <= 12  # pruned within its first seconds
+
+
+def test_the_live_line_shows_the_study_clock_and_what_is_left(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.5, 0.6]) for _ in range(3)])
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=3, budget_node_s=1000.0,
+                     timeout_s=600.0)
+    driver.run()
+    stream = driver.progress.stream
+    assert isinstance(stream, io.StringIO)
+    lines = [ln for ln in stream.getvalue().splitlines() if "trial 2: epoch 2" in ln]
+    assert lines, stream.getvalue()[-2000:]
+    # e.g. "| 1m05s elapsed, 65 node-s, 8m55s left, 935 node-s left" (refreshed every 5 s)
+    status = lines[-1].split(" | ")[-1]
+    elapsed, spent, left, budget = status.split(", ")
+    minutes, seconds = elapsed.removesuffix("s elapsed").split("m")
+    assert 50 <= 60 * int(minutes) + int(seconds) <= 75
+    assert 50 <= int(spent.removesuffix(" node-s")) <= 75
+    assert left.endswith("s left") and left.startswith("8m")
+    assert int(budget.removesuffix(" node-s left")) == 1000 - int(spent.removesuffix(" node-s"))

@@ -17,10 +17,11 @@ from mlflow.tracking import MlflowClient
 
 from dashboards import write_report
 from explorer import export, preflight
+from explorer.confirm import best_group, groups, repeat_attrs, top_trials
 from explorer.driver import StudyDriver
 from explorer.objective import OBJECTIVES
 from explorer.progress import ProgressLine
-from explorer.record import records
+from explorer.record import Outcome, records
 from explorer.speedup import speedup
 from explorer.study import PRUNERS, StudySettings, best_record
 from explorer.tracking import ui_command
@@ -214,10 +215,65 @@ def _status(args: argparse.Namespace) -> int:
     for t in trials:
         value = "-" if t.values is None else f"{t.values[0]:.4g}"
         tta, acc = t.tta_s, t.best_val_accuracy
-        mark = f" [baseline: {t.baseline.get('name')}]" if t.baseline else ""
+        mark = (f" [baseline: {t.fixed.get('name')}]" if t.baseline else
+                f" [confirms trial {t.confirm_of}]" if t.confirm_of is not None else "")
         print(f"{t.number:>4} {t.state.value:<10} {value:>12} "
               f"{'-' if tta is None else f'{tta:.1f}':>8} "
               f"{'-' if acc is None else f'{acc:.3f}':>6}  {t.reason}{mark}")
+    return 0
+
+
+def _confirm(args: argparse.Namespace) -> int:
+    """Rerun the top configs and the baseline with new seeds; report medians."""
+    if args.top < 1 or args.repeats < 1:
+        raise ConfigError(f"--top and --repeats must be >= 1, got --top {args.top} --repeats "
+                          f"{args.repeats}")
+    storage, tracking = absolute_sqlite(args.storage), absolute_sqlite(args.tracking_uri)
+    study = export.load_study(args.study, storage)
+    attrs = study.user_attrs
+    objective = str(attrs.get("objective", "tta_s"))
+    if objective not in ("tta_s", "tta_wall_s", "tta_interp_s"):
+        raise ConfigError(f"study {args.study!r} optimises {objective}; confirm compares TTA")
+    trials = records(study)
+    roots = top_trials(trials, objective, args.top)  # raises when nothing reached the target
+    roots += [r for r in trials if r.baseline and r.state is Outcome.COMPLETED]
+    space, data = Path(str(attrs.get("space", ""))), Path(str(attrs.get("data_root", "")))
+    if not space.is_file():
+        raise ConfigError(f"study {args.study!r}: its space file {str(space)!r} is gone; "
+                          "confirm reruns trials from the space they were sampled in")
+    preflight.check_data_root(data, "the study's data root")
+    settings = StudySettings(
+        space=space, data_root=data, study=args.study, storage=storage, tracking_uri=tracking,
+        workdir=Path(args.workdir or Path("runs") / args.study).resolve(), hosts=_hosts(args),
+        trials=len(roots) * args.repeats, trial_timeout_s=args.trial_timeout,
+        target_accuracy=attrs.get("target_accuracy"), objective=objective, pruner="none",
+        only_queued=True)
+    quiet_libraries()
+    _exit_on_sigterm()
+    driver = StudyDriver(settings, MpirunLauncher(), progress=ProgressLine(settings.trials))
+    preflight.check_launch(settings, driver.space)
+    done = {r.number: sum(1 for t in trials if t.confirm_of == r.number) for r in roots}
+    for root in roots:
+        seed = int(root.config.get("seed", 0))
+        for i in range(args.repeats):
+            study.enqueue_trial({}, user_attrs=repeat_attrs(root, seed + 1 + done[root.number]
+                                                            + i))
+    names = ", ".join(("baseline " if r.baseline else "") + f"trial {r.number}" for r in roots)
+    print(f"confirming {names}: {args.repeats} new seed(s) each", flush=True)
+    study = driver.run()
+    trials = records(study)
+    print()
+    for group in groups(trials, objective):
+        if group.confirmed:
+            label = "baseline" if group.root.baseline else f"trial {group.root.number}"
+            print(f"{label:>10}: {group.describe()}")
+    found = speedup(trials, objective)
+    if found is not None:
+        print(f"speedup:    {found.describe()}")
+    chosen = best_group(trials, objective)
+    if chosen is not None:
+        print(f"export picks trial {chosen.root.number} (lowest median): mcnn-explore study "
+              f"export --study {args.study} --storage {mask_url(storage)} --out best.yaml")
     return 0
 
 
@@ -282,6 +338,19 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--format", choices=("yaml", "mpirun", "sbatch"), default="yaml")
     e.add_argument("--out", help="output file (default: stdout)")
     e.set_defaults(func=_export)
+    c = ssub.add_parser("confirm", help="rerun the top configs and the baseline with new seeds; "
+                        "export then picks by median TTA")
+    c.add_argument("--study", required=True)
+    c.add_argument("--storage", default=DEFAULT_STORAGE)
+    c.add_argument("--tracking-uri", default=DEFAULT_TRACKING)
+    c.add_argument("--top", type=int, default=3, help="how many of the best configs (default 3)")
+    c.add_argument("--repeats", type=int, default=5,
+                   help="new seeds per config (default 5: with the original, 6 runs; the "
+                        "olympic median drops the fastest and the slowest)")
+    c.add_argument("--hosts", help="Open MPI hostfile (default: SLURM allocation or this machine)")
+    c.add_argument("--trial-timeout", type=float, help="seconds before a run is ended, FAILED")
+    c.add_argument("--workdir", help="trial folders (default runs/STUDY)")
+    c.set_defaults(func=_confirm)
     s = ssub.add_parser("status", help="list a study's trials")
     s.add_argument("--study", required=True)
     s.add_argument("--storage", default=DEFAULT_STORAGE)

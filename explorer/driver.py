@@ -144,7 +144,7 @@ class StudyDriver:
         baseline = (load_baseline(self.s.baseline, self.space, self.s.hosts, n_train)
                     if self.s.baseline else None)
         split = (self.base.get("data") or {}).get("split") or {}
-        attrs = {"space": str(self.s.space), "space_name": self.space.name,
+        attrs = {"space": str(self.s.space.resolve()), "space_name": self.space.name,
                  "objective": self.s.objective, "target_accuracy": self.base.get("target_accuracy"),
                  "data_root": str(self.s.data_root), "split": split.get("protocol", "random"),
                  "tracking_uri": mask_url(self.s.tracking_uri)}
@@ -250,6 +250,9 @@ class StudyDriver:
 
     def _next(self, study: optuna.Study, mine: int) -> Next:
         """Whether to ask another trial, wait, or end the study (and why)."""
+        if self.s.only_queued:  # study confirm: run what is queued, sample nothing
+            queued = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+            return Next.ASK if queued else Next.WAIT if mine else Next.DONE
         done = counted(study)
         if done >= self.s.trials:
             return Next.DONE
@@ -273,13 +276,13 @@ class StudyDriver:
         """Queue the baseline as the next trial, unless the study already has one."""
         if any(r.baseline for r in records(study)):
             return
-        study.enqueue_trial({}, user_attrs={"baseline": baseline.to_dict()})
+        study.enqueue_trial({}, user_attrs={"baseline": True, "fixed": baseline.to_dict()})
         self.log(f"baseline ({baseline.name}) queued as the next trial")
 
     def _ask(self, study: optuna.Study, rec: Recorder, n_train: int) -> _Asked | str:
         """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
-        fixed = trial.user_attrs.get("baseline")
+        fixed = trial.user_attrs.get("fixed")
         try:
             if fixed:  # a fixed trial: its values, under the study's rules and target
                 baseline = Baseline.from_dict(fixed)

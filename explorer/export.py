@@ -17,8 +17,9 @@ import optuna
 import yaml
 
 from explorer import preflight
+from explorer.confirm import best_group
 from explorer.mcnn.config import TrainConfig, config_from_dict
-from explorer.record import TrialRecord
+from explorer.record import TrialRecord, records
 from explorer.study import best_trial
 from launchers.base import Resources
 from launchers.mpirun import build_mpirun_argv, train_command
@@ -56,8 +57,10 @@ def best_config(study: optuna.Study) -> tuple[TrialRecord, TrainConfig]:
     Raises:
         ConfigError: the study has no completed, feasible trial.
     """
+    chosen = best_group(records(study), str(study.user_attrs.get("objective", "tta_s")))
     frozen = best_trial(study)
-    best = None if frozen is None else TrialRecord.from_frozen(frozen)
+    best = (chosen.root if chosen is not None else
+            None if frozen is None else TrialRecord.from_frozen(frozen))
     if best is None or not best.config:
         states: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
@@ -77,6 +80,13 @@ def _header(study: optuna.Study, best: TrialRecord) -> list[str]:
     reached = f"TTA {tta:.1f}s" if tta is not None else "target NOT reached"
     lines = [f"best trial {best.number} of study {study.study_name!r}: {reached}, best val "
              f"accuracy {best.best_val_accuracy or 0.0:.3f}"]
+    objective = str(study.user_attrs.get("objective", "tta_s"))
+    chosen = best_group(records(study), objective)
+    if chosen is not None and chosen.root.number == best.number:
+        lines.append(f"confirmed ({objective}): {chosen.describe()}")
+    elif objective in ("tta_s", "tta_wall_s", "tta_interp_s"):
+        lines.append("unconfirmed: a single run; 'mcnn-explore study confirm' reruns the top "
+                     "configs with new seeds and picks by median TTA")
     derived: dict[str, Any] = best.derived
     if derived:
         lines.append(f"world size {derived.get('world_size')}, global batch "

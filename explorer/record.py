@@ -104,7 +104,10 @@ class TrialRecord:
     log_tail: str | None = None
     stale: bool = False
     retry_of: int | None = None
-    baseline: dict[str, Any] = field(default_factory=dict)  # a fixed trial: name, params, ...
+    # a fixed trial (not sampled): its name, registry values and config overrides
+    fixed: dict[str, Any] = field(default_factory=dict)
+    baseline: bool = False  # the study's baseline trial (fixed)
+    confirm_of: int | None = None  # a repeat of trial N with a new seed (study confirm)
     start: float | None = None  # unix seconds
     end: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)  # per epoch (dashboards fill it)
@@ -144,16 +147,16 @@ class TrialRecord:
 
     @property
     def counts_toward_budget(self) -> bool:
-        """Launched and finished (an infeasible sample or a stale trial does not use up
-        ``--trials``)."""
+        """Launched and finished (an infeasible sample, a stale trial or a confirmation repeat
+        does not use up ``--trials``)."""
         return (self.state not in (Outcome.WAITING, Outcome.RUNNING, Outcome.INFEASIBLE)
-                and not self.stale)
+                and not self.stale and self.confirm_of is None)
 
     @classmethod
     def from_frozen(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:
         ua = t.user_attrs
         known = {k: ua[k] for k in ATTR_NAMES if k in ua and k not in ("state",)}
-        for key in ("derived", "config", "driver", "job", "baseline"):
+        for key in ("derived", "config", "driver", "job", "fixed"):
             if not isinstance(known.get(key), dict):
                 known.pop(key, None)
         if "reason" in known:

@@ -69,9 +69,12 @@ class Recorder:
         for key, value in plan.constraints.items():
             trial.set_constraint(key, value)
         name = run_name(trial.number, plan)
-        fixed = trial.user_attrs.get("baseline")
-        if fixed:
-            name = name.replace(" ", f" baseline({fixed.get('name')}) ", 1)
+        fixed = trial.user_attrs.get("fixed")
+        if fixed:  # e.g. "trial-000 baseline(seed) np=2x1 ...", "trial-009 confirm(4) np=..."
+            ua = trial.user_attrs
+            label = (f"baseline({fixed.get('name')})" if ua.get("baseline") else
+                     f"confirm({ua.get('confirm_of')})")
+            name = name.replace(" ", f" {label} ", 1)
         set_attrs(trial, config=plan.config, derived=plan.derived, run_name=name, **attrs)
         run = self.tracker.child(self.parent.run_id, name,
                                  {"optuna.trial": trial.number, "mcnn.study": self.s.study})

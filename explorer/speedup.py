@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from explorer.confirm import Group, best_group, groups
 from explorer.record import Outcome, TrialRecord
 
 __all__ = ["Speedup", "speedup"]
@@ -29,6 +30,14 @@ class Speedup:
     best: TrialRecord | None  # the best non-baseline trial that reached the target
     objective: str
     ratio: float | None  # baseline TTA ÷ best TTA; None when either missed
+    # after `study confirm`: the best confirmed config and the baseline's runs (medians)
+    best_group: Group | None = None
+    baseline_group: Group | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.best_group is not None and self.baseline_group is not None \
+            and self.baseline_group.confirmed
 
     @property
     def baseline_tta(self) -> float | None:
@@ -41,7 +50,16 @@ class Speedup:
     def describe(self) -> str:
         """One line, e.g. ``1.83× faster than the baseline (seed): 52.1 s vs 95.3 s
         (tta_s, trial 7; unconfirmed single runs)``."""
-        name = self.baseline.baseline.get("name", "?") if self.baseline.baseline else "?"
+        name = self.baseline.fixed.get("name", "?")
+        if self.confirmed:
+            assert self.best_group is not None and self.baseline_group is not None
+            best_g, base_g = self.best_group, self.baseline_group
+            if self.ratio is None:
+                return (f"confirmed: the baseline ({name}) {base_g.describe()}; the best config "
+                        f"(trial {best_g.root.number}) {best_g.describe()}; no finite ratio")
+            return (f"{self.ratio:.2f}× faster than the baseline ({name}), confirmed: trial "
+                    f"{best_g.root.number} {best_g.describe()} vs the baseline "
+                    f"{base_g.describe()} ({self.objective})")
         if self.baseline.state is not Outcome.COMPLETED:
             return (f"the baseline ({name}) did not finish ({self.baseline.state.value}: "
                     f"{self.baseline.reason}); no speedup")
@@ -68,7 +86,7 @@ def speedup(trials: list[TrialRecord], objective: str) -> Speedup | None:
     baseline = next((r for r in trials if r.baseline), None)
     if baseline is None or baseline.state in (Outcome.WAITING, Outcome.RUNNING):
         return None
-    searched = [(t, r) for r in trials if not r.baseline
+    searched = [(t, r) for r in trials if not r.baseline and r.confirm_of is None
                 if (t := _tta(r, objective)) is not None]
     best = min(searched, key=lambda pair: pair[0])[1] if searched else None
     base = _tta(baseline, objective)
@@ -76,4 +94,11 @@ def speedup(trials: list[TrialRecord], objective: str) -> Speedup | None:
     if base is not None and best is not None:
         best_tta = _tta(best, objective)
         ratio = base / best_tta if best_tta else None
+    chosen = best_group(trials, objective)
+    base_group = next((g for g in groups(trials, objective) if g.root.number == baseline.number),
+                      None)
+    if chosen is not None and base_group is not None and base_group.confirmed:
+        finite = chosen.median < float("inf") and base_group.median < float("inf")
+        ratio = base_group.median / chosen.median if finite and chosen.median else None
+        return Speedup(baseline, chosen.root, objective, ratio, chosen, base_group)
     return Speedup(baseline, best, objective, ratio)

@@ -53,6 +53,7 @@ class StudySettings:
     stall_timeout_s: float | None = 600.0  # a job silent this long (no event) is ended FAILED
     mca: dict[str, str] = field(default_factory=dict)  # extra Open MPI --mca settings
     baseline: str | None = None  # "seed" or a config file: run as the study's first trial
+    only_queued: bool = False  # run the enqueued trials only (study confirm), sample nothing
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,11 +146,21 @@ def spent_node_s(study: optuna.Study) -> float:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best completed, feasible trial (lowest TTA on the Pareto front when multi-objective)."""
+    """The best completed, feasible single run (lowest TTA on the Pareto front when
+    multi-objective); confirmation repeats are not candidates (their configs are)."""
+    def original(t: optuna.trial.FrozenTrial) -> bool:
+        return t.user_attrs.get("confirm_of") is None
+
     try:
         if len(study.directions) == 1:
-            return study.best_trial
-        front = study.best_trials
+            done = [t for t in study.get_trials(deepcopy=False,
+                                                states=(optuna.trial.TrialState.COMPLETE,))
+                    if original(t) and t.values is not None]
+            if not done:
+                return None
+            sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            return min(done, key=lambda t: (sign * t.values[0], t.number))
+        front = [t for t in study.best_trials if original(t)]
     except ValueError:
         return None
     return min(front, key=lambda t: t.values[0]) if front else None

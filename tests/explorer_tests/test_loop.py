@@ -230,3 +230,53 @@ def test_the_live_line_shows_the_study_clock_and_what_is_left(tmp_path, tracking
     assert 50 <= int(spent.removesuffix(" node-s")) <= 75
     assert left.endswith("s left") and left.startswith("8m")
     assert int(budget.removesuffix(" node-s left")) == 1000 - int(spent.removesuffix(" node-s"))
+
+
+def test_confirm_reruns_the_top_configs_with_new_seeds_and_export_picks_by_median(tmp_path,
+                                                                                  tracking):
+    from explorer import export
+    from explorer.confirm import best_group, repeat_attrs, top_trials
+    from explorer.speedup import speedup
+
+    clock = ManualClock(0.0)
+    # the search: trial 0 (the baseline) 60 s, trial 1 lucky 20 s, trial 2 30 s, trial 3 missed
+    launcher = FakeLauncher(clock, [
+        epochs([0.5, 0.6, 0.7, 0.8, 0.85, 0.9], target=0.8),
+        epochs([0.85], epoch_s=20.0, target=0.8),
+        epochs([0.5, 0.85], epoch_s=15.0, target=0.8),
+        epochs([0.3, 0.4]),
+    ])
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=4, baseline="seed")
+    study = driver.run()
+    trials = records(study)
+    assert trials[0].baseline and speedup(trials, "tta_s").ratio == pytest.approx(2.0)
+    top = top_trials(trials, "tta_s", 2)
+    assert [r.number for r in top] == [1, 2]
+    with pytest.raises(ConfigError, match="--top must be >= 1"):
+        top_trials(trials, "tta_s", 0)
+    # repeats: trial 1 was lucky (then 40, 45, 50 s); trial 2 holds (30, 31, 29 s); the
+    # baseline repeats at 60 s
+    for root in [*top, trials[0]]:
+        for i in range(3):
+            study.enqueue_trial({}, user_attrs=repeat_attrs(root, 100 + i))
+    launcher.scripts = [epochs([0.85], epoch_s=s, target=0.8) for s in (40.0, 45.0, 50.0)]
+    launcher.scripts += [epochs([0.85], epoch_s=s, target=0.8) for s in (30.0, 31.0, 29.0)]
+    launcher.scripts += [epochs([0.5, 0.85], epoch_s=30.0, target=0.8) for _ in range(3)]
+    confirm = _driver(tmp_path, tracking, launcher, clock, trials=9, only_queued=True)
+    confirm.s.study = driver.s.study  # the same study, its queued repeats only
+    study = confirm.run()
+    trials = records(study)
+    repeats = [r for r in trials if r.confirm_of is not None]
+    assert len(repeats) == 9 and all(r.state is Outcome.COMPLETED for r in repeats)
+    assert {r.config["seed"] for r in repeats if r.confirm_of == 1} == {100, 101, 102}
+    assert len(trials) == 13  # nothing was sampled beyond the queue
+    chosen = best_group(trials, "tta_s")
+    assert chosen is not None and chosen.root.number == 2  # by median, not the lucky run
+    assert chosen.median == pytest.approx(30.0) and "over 4 runs" in chosen.describe()
+    found = speedup(trials, "tta_s")
+    assert found is not None and found.confirmed and found.ratio == pytest.approx(2.0)
+    assert "confirmed" in found.describe()
+    best, _cfg = export.best_config(study)
+    assert best.number == 2
+    assert any(line.startswith("confirmed (tta_s): median 30.0 s over 4 runs")
+               for line in export._header(study, best))

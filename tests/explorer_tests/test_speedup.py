@@ -10,7 +10,8 @@ from explorer.speedup import speedup
 
 def _r(number, tta=None, state=Outcome.COMPLETED, baseline=False, acc=0.5):
     return TrialRecord(number=number, state=state, tta_s=tta, tta_interp_s=tta and tta - 1,
-                       best_val_accuracy=acc, baseline={"name": "seed"} if baseline else {})
+                       best_val_accuracy=acc, baseline=baseline,
+                       fixed={"name": "seed"} if baseline else {})
 
 
 def test_baseline_tta_over_the_best_searched_tta():

@@ -72,7 +72,8 @@ def test_three_trial_study_records_optuna_mlflow_and_exports_a_replayable_config
     # the baseline ran first, as the seed's run mapped onto this 2-core host: 2 ranks × 1
     # thread, 32 images per node, the seed's schedule
     seed = finished[0]
-    assert seed.user_attrs["baseline"]["name"] == "seed" and seed.params == {}
+    assert seed.user_attrs["baseline"] is True and seed.params == {}
+    assert seed.user_attrs["fixed"]["name"] == "seed"
     assert seed.user_attrs["derived"]["global_batch"] == 32
     assert seed.user_attrs["config"]["schedule"]["piecewise"].startswith("0.008;2;0.032")
     for t in finished:

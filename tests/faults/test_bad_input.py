@@ -71,6 +71,22 @@ def test_a_bad_baseline_file_is_refused_before_anything_is_written(synth_tree, t
     _nothing_written(tmp_path)
 
 
+def test_confirm_refuses_a_zero_top_and_a_study_with_nothing_reached(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    proc = run_cli("study", "confirm", "--study", "s", "--storage", storage, "--top", "0",
+                   cwd=tmp_path)
+    assert_user_error(proc, "--top and --repeats must be >= 1, got --top 0")
+    proc = run_cli("study", "confirm", "--study", "s", "--storage", storage, cwd=tmp_path)
+    assert_user_error(proc, "nothing to confirm: no searched trial reached the target",
+                      "1 failed")
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 1  # none queued
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 # -- 2. impossible search spaces ------------------------------------------------------------------
 def test_space_with_low_above_high(synth_tree, tmp_path):
     space = tmp_path / "space.yaml"

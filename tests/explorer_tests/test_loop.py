@@ -249,7 +249,9 @@ def test_confirm_reruns_the_top_configs_with_new_seeds_and_export_picks_by_media
     driver = _driver(tmp_path, tracking, launcher, clock, trials=4, baseline="seed")
     study = driver.run()
     trials = records(study)
-    assert trials[0].baseline and speedup(trials, "tta_s").ratio == pytest.approx(2.0)
+    single = speedup(trials, "tta_s")
+    assert trials[0].baseline and single is not None and single.ratio == pytest.approx(2.0)
+    assert "unconfirmed" in single.describe()
     top = top_trials(trials, "tta_s", 2)
     assert [r.number for r in top] == [1, 2]
     with pytest.raises(ConfigError, match="--top must be >= 1"):

@@ -87,6 +87,34 @@ def summary(rec: StudyRecord) -> dict[str, Any]:
     }
 
 
+_EMPTY = {
+    "curves": "no trial has reported an evaluation yet",
+    "layout": "no trial has reported its throughput yet",
+    "scaling": "no trial has reported its throughput yet",
+    "schedules": "no trial has completed yet",
+    "parallel": "no completed trial with sampled values yet",
+    "importances": "parameter importances need at least two completed trials with sampled "
+                   "values",
+    "pareto": "no trial has reached the target yet (the front is TTA against node-hours)",
+}
+
+
+def empty_reason(name: str, rec: StudyRecord, has_data: bool) -> str | None:
+    """Why figure ``name`` shows nothing (or, for the TTA history, no TTA); None if it does."""
+    if name == "history":
+        finished = [t for t in rec.trials if t.state not in ("WAITING", "RUNNING")]
+        if not finished:
+            return "no trial has finished yet"
+        if any(t.reached for t in rec.trials):
+            return None
+        accs = [(t.best_val_accuracy or 0.0, t.number) for t in finished]
+        acc, number = max(accs)
+        target = rec.target_accuracy
+        return (f"no trial has reached the target{f' {target:g}' if target else ''} yet: the "
+                f"best accuracy is {acc:.3f} (trial {number})")
+    return None if has_data else _EMPTY.get(name, "nothing to show yet")
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -128,10 +156,12 @@ def render_report(study: optuna.Study, client: Any = None) -> str:
              f"<h1>Study {html.escape(rec.name)}</h1><div id='js-errors'></div>",
              "<h2>Summary</h2>", _table(study_rows), "<h2>Best trial</h2>", _table(best_rows)]
     for name, _data, fig in build_all(rec, study):
-        if not fig.data:  # e.g. no trial reached the target yet: say so instead of a blank plot
-            fig.add_trace(go.Scatter(x=[], y=[], showlegend=False))
-            fig.add_annotation(text="nothing to show yet", showarrow=False, x=0.5, y=0.5,
-                               xref="paper", yref="paper", font={"size": 16})
+        why = empty_reason(name, rec, bool(fig.data))
+        if why is not None:  # say why instead of a blank or misleading plot
+            if not fig.data:
+                fig.add_trace(go.Scatter(x=[], y=[], showlegend=False))
+            fig.add_annotation(text=html.escape(why), showarrow=False, x=0.5, y=0.5,
+                               xref="paper", yref="paper", font={"size": 15})
         fig.update_layout(height=460, template="plotly_white")
         div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=f"fig-{name}")
         parts.append(f"<div class='figure' data-figure='{name}'><p>{_CAPTIONS[name]}</p>"

@@ -107,3 +107,19 @@ def test_report_has_every_figure_and_the_summary(tmp_path):
         assert f"id=\"fig-{name}\"" in page
     assert page.count("Plotly.newPlot") == len(figures.FIGURES)
     assert "cdn.plot.ly" not in page.split("</head>")[1]  # plotly.js embedded, no CDN
+
+
+def test_empty_panels_say_why(rec):
+    from dashboards.report import empty_reason
+
+    assert empty_reason("history", rec, True) is None  # trials 0 and 2 reached the target
+    missed = StudyRecord(name="m", directions=["minimize"], target_accuracy=0.7, trials=[
+        _trial(0, value=1.4e6, accs=(0.2, 0.5), rates=(100.0, 200.0)),
+        _trial(1, state="PRUNED", accs=(0.1,), rates=(100.0,))])
+    assert empty_reason("history", missed, True) == (
+        "no trial has reached the target 0.7 yet: the best accuracy is 0.500 (trial 0)")
+    assert str(empty_reason("pareto", missed, False)).startswith("no trial has reached the")
+    assert empty_reason("layout", missed, True) is None
+    nothing = StudyRecord(name="n", directions=["minimize"], target_accuracy=0.7, trials=[])
+    assert empty_reason("history", nothing, False) == "no trial has finished yet"
+    assert "two completed trials" in str(empty_reason("importances", nothing, False))

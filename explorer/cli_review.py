@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from dashboards import write_report
 from explorer import export, preflight
 from explorer.cli_study import DEFAULT_STORAGE, DEFAULT_TRACKING, absolute_sqlite, quiet_libraries
+from explorer.tracking import trials_view_query
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
@@ -112,6 +113,8 @@ def dashboard_argv(exe: str, storage: str, host: str, port: int, private_dir: Pa
 
 
 def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -> str:
+    """The MLflow UI page of ``study``'s trial runs sorted by TTA (the server's root without
+    a study)."""
     base = f"http://{host}:{port}"
     if not study:
         return base
@@ -123,7 +126,7 @@ def experiment_url(tracking_uri: str, host: str, port: int, study: str | None) -
                           f"{scrub(lines[0], tracking_uri)}") from None
     if exp is None:
         raise ConfigError(f"no MLflow experiment named {study!r} in {mask_url(tracking_uri)}")
-    return f"{base}/#/experiments/{exp.experiment_id}/runs"
+    return f"{base}/#/experiments/{exp.experiment_id}/runs{trials_view_query()}"
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -21,10 +22,10 @@ from explorer.confirm import best_group, groups, repeat_attrs, top_trials
 from explorer.driver import StudyDriver
 from explorer.objective import OBJECTIVES
 from explorer.progress import ProgressLine
-from explorer.record import Outcome, records
-from explorer.speedup import speedup
+from explorer.record import Outcome, TrialRecord, records
+from explorer.speedup import leaderboard, speedup
 from explorer.study import PRUNERS, StudySettings, best_record
-from explorer.tracking import ui_command
+from explorer.tracking import trials_view_query, ui_command
 from launchers import Launcher, MpirunLauncher, SlurmLauncher
 from launchers.hosts import HostInfo, detect_local, hosts_from_slurm, read_hostfile
 from mcnn_base.errors import ConfigError
@@ -152,9 +153,11 @@ def _launch(args: argparse.Namespace) -> int:
         derived = best.derived
         print(f"  -> global batch {derived.get('global_batch')}, world size "
               f"{derived.get('world_size')}, schedule {derived.get('piecewise')}")
-    found = speedup(records(study), args.objective)
+    trials = records(study)
+    found = speedup(trials, args.objective)
     if found is not None:
         print(f"speedup:    {found.describe()}")
+    _print_fastest(trials, args.objective, settings.tracking_uri, args.study)
     report = _write_report(study, settings)
     if report is not None:
         print(f"report:     {report}")
@@ -165,6 +168,26 @@ def _launch(args: argparse.Namespace) -> int:
     print(f"export:     mcnn-explore study export --study {args.study} --storage "
           f"{mask_url(settings.storage)} --format yaml --out best.yaml")
     return 0
+
+
+def _print_fastest(trials: list[TrialRecord], objective: str, tracking_uri: str,
+                   study: str) -> None:
+    """The fastest trials, each with its run's page in the MLflow UI (as ``mcnn-explore ui``
+    serves it on its default address; MLflow's URL cannot choose the table's columns)."""
+    base = None
+    with contextlib.suppress(Exception):  # no store or experiment: the list, without links
+        exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(study)
+        if exp is not None:
+            base = f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+
+    def link(r: TrialRecord) -> str | None:
+        return f"{base}/{r.mlflow_run_id}" if base and r.mlflow_run_id else None
+
+    lines = leaderboard(trials, objective, link=link)
+    if lines:
+        print("fastest:" + "".join(f"\n  {line}" for line in lines))
+        if base:
+            print(f"            all trials by TTA: {base}{trials_view_query()}")
 
 
 def _write_report(study: optuna.Study, settings: StudySettings) -> Path | None:
@@ -208,9 +231,11 @@ def _export(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     study = export.load_study(args.study, absolute_sqlite(args.storage))
     trials = records(study)
-    found = speedup(trials, str(study.user_attrs.get("objective", "tta_s")))
+    objective = str(study.user_attrs.get("objective", "tta_s"))
+    found = speedup(trials, objective)
     if found is not None:
         print(f"speedup: {found.describe()}")
+    _print_fastest(trials, objective, absolute_sqlite(args.tracking_uri), args.study)
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
     for t in trials:
         value = "-" if t.values is None else f"{t.values[0]:.4g}"
@@ -354,4 +379,6 @@ def add_commands(sub: Any) -> None:
     s = ssub.add_parser("status", help="list a study's trials")
     s.add_argument("--study", required=True)
     s.add_argument("--storage", default=DEFAULT_STORAGE)
+    s.add_argument("--tracking-uri", default=DEFAULT_TRACKING,
+                   help="for the MLflow run links of the fastest trials")
     s.set_defaults(func=_status)

@@ -7,12 +7,13 @@ of a search is optimistically biased, and one run of each says little about run-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from explorer.confirm import Group, best_group, groups
 from explorer.record import Outcome, TrialRecord
 
-__all__ = ["Speedup", "speedup"]
+__all__ = ["Speedup", "leaderboard", "speedup"]
 
 _TTA_OBJECTIVES = ("tta_s", "tta_wall_s", "tta_interp_s")
 
@@ -102,3 +103,20 @@ def speedup(trials: list[TrialRecord], objective: str) -> Speedup | None:
         ratio = base_group.median / chosen.median if finite and chosen.median else None
         return Speedup(baseline, chosen.root, objective, ratio, chosen, base_group)
     return Speedup(baseline, best, objective, ratio)
+
+
+def leaderboard(trials: list[TrialRecord], objective: str, *, n: int = 5,
+                link: Callable[[TrialRecord], str | None] | None = None) -> list[str]:
+    """The fastest ``n`` runs that reached the target, one line each, fastest first, e.g.
+    ``1. trial 7: 52.1 s, acc 0.712, 1 node × 2 ranks × 1 thread, bind core, batch 32  URL``."""
+    reached = sorted(((t, r) for r in trials if (t := _tta(r, objective)) is not None),
+                     key=lambda pair: (pair[0], pair[1].number))
+    lines = []
+    for rank, (tta, r) in enumerate(reached[:n], start=1):
+        tag = (" [baseline]" if r.baseline else
+               f" [confirms trial {r.confirm_of}]" if r.confirm_of is not None else "")
+        url = link(r) if link is not None else None
+        lines.append(f"{rank}. trial {r.number}{tag}: {tta:.1f} s ({objective}), acc "
+                     f"{r.best_val_accuracy or 0.0:.3f}, {r.layout_text}, batch "
+                     f"{r.derived.get('global_batch', '?')}{'  ' + url if url else ''}")
+    return lines

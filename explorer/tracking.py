@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -33,7 +33,7 @@ from explorer.schema import retry_schema_race
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
-__all__ = ["RunRecorder", "Tracker", "ui_command"]
+__all__ = ["TRIALS_VIEW", "RunRecorder", "Tracker", "trials_view_query", "ui_command"]
 
 ROLE_TAG = "mcnn.role"
 STUDY_TAG = "mcnn.study"
@@ -256,6 +256,18 @@ class Tracker:
 
     def recorder(self, run_id: str) -> RunRecorder:
         return RunRecorder(self, run_id)
+
+
+# The view MLflow 3.17's runs page opens on, from its URL: the study's trial runs (flat, not
+# under the collapsed parent), sorted by TTA, fastest first. The page honours searchFilter,
+# orderByKey, orderByAsc (also startTime, lifecycleFilter, modelVersionFilter, datasetsFilter);
+# the visible columns are kept in the browser's local storage, not the URL.
+TRIALS_VIEW = {"searchFilter": "tags.`mcnn.role` = 'trial'", "orderByKey": "metrics.`tta_s`",
+               "orderByAsc": "true"}
+
+
+def trials_view_query() -> str:
+    return "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in TRIALS_VIEW.items())
 
 
 def ui_command(tracking_uri: str) -> str:

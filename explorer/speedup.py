@@ -74,6 +74,10 @@ class Speedup:
         if self.ratio is None or best is None or self.best is None:
             return (f"no searched trial reached the target yet; the baseline ({name}) took "
                     f"{base:.1f} s ({self.objective})")
+        if self.ratio < 1.0:
+            return (f"the search has not beaten the baseline ({name}) yet: its best, trial "
+                    f"{self.best.number}, is {1 / self.ratio:.2f}× slower ({best:.1f} s vs "
+                    f"{base:.1f} s, {self.objective}; unconfirmed single runs)")
         return (f"{self.ratio:.2f}× faster than the baseline ({name}): {best:.1f} s vs "
                 f"{base:.1f} s ({self.objective}, trial {self.best.number} vs trial "
                 f"{self.baseline.number}; unconfirmed single runs)")

@@ -90,12 +90,38 @@ PRUNE_RESOURCE = {"sh": "seconds", "hyperband": "seconds", "none": "seconds",
                   "median": "evaluations"}
 
 
+class SecondsHalvingPruner(optuna.pruners.BasePruner):
+    """Successive halving on training seconds, its first rung at a third of a full run.
+
+    Optuna's ``min_resource="auto"`` takes 1/100 of the first finished trial's steps, made for
+    epochs; with seconds as steps that judges a trial on its first evaluation. This pruner waits
+    for a finished trial, then halves at ``fastest finished run ÷ reduction_factor`` seconds
+    (rungs at T/3 and T for the default 3): a trial is judged on a third of a run, against the
+    trials that got that far.
+    """
+
+    def __init__(self, reduction_factor: int = 3) -> None:
+        self.reduction_factor = reduction_factor
+        self._inner: optuna.pruners.SuccessiveHalvingPruner | None = None
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self._inner is None:
+            steps = [t.last_step for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.last_step]
+            if not steps:
+                return False
+            self._inner = optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=max(1, int(min(steps) / self.reduction_factor)),
+                reduction_factor=self.reduction_factor)
+        return self._inner.prune(study, trial)
+
+
 def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
-    """``sh`` (successive halving on training seconds, the default), ``hyperband`` (on
-    seconds), ``median`` (on evaluations) or ``none``. The seconds-based pruners take their
-    rungs from the first finished trial's length (``"auto"``)."""
+    """``sh`` (successive halving on training seconds, the default; :class:`SecondsHalvingPruner`),
+    ``hyperband`` (on seconds, rungs from the first finished trial's length), ``median`` (on
+    evaluations) or ``none``."""
     if name == "sh":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource="auto", reduction_factor=3)
+        return SecondsHalvingPruner(reduction_factor=3)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto",
                                               reduction_factor=3)

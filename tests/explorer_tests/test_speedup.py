@@ -29,6 +29,10 @@ def test_what_is_said_without_a_figure():
     assert missed is not None and missed.ratio is None
     assert "the baseline (seed) missed the target (best accuracy 0.410)" in missed.describe()
     assert "best TTA 50.0 s (trial 1)" in missed.describe()
+    behind = speedup([_r(0, 80.0, baseline=True), _r(1, 120.0)], "tta_s")
+    assert behind is not None and behind.ratio == pytest.approx(80.0 / 120.0)
+    assert "has not beaten the baseline (seed) yet: its best, trial 1, is 1.50× slower" in (
+        behind.describe())
     nobody = speedup([_r(0, 80.0, baseline=True), _r(1, None)], "tta_s")
     assert nobody is not None and "no searched trial reached the target" in nobody.describe()
     failed = speedup([_r(0, None, state=Outcome.FAILED, baseline=True)], "tta_s")

@@ -128,7 +128,7 @@ def _launch(args: argparse.Namespace) -> int:
         budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600,
         concurrent_trials=_concurrency(args.concurrent_trials),
         stall_timeout_s=None if args.stall_timeout == 0 else args.stall_timeout,
-        mca=_mca(args.mca), baseline=args.baseline)
+        mca=_mca(args.mca), baseline=args.baseline, strategy=args.strategy)
     quiet_libraries()
     _exit_on_sigterm()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
@@ -336,6 +336,10 @@ def add_commands(sub: Any) -> None:
                    "study: steady-state throughput, no evaluation)")
     p.add_argument("--multi-objective", action="store_true",
                    help="minimise TTA and node-hours together (a Pareto front)")
+    p.add_argument("--strategy", choices=("joint", "layout-first"), default="joint",
+                   help="joint: sample layout and schedule together (default); layout-first: "
+                        "measure the images/s of every layout first, then search the schedule, "
+                        "batch and precision on the fastest layout for each batch")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
     p.add_argument("--srun-mpi", default="pmix", metavar="PLUGIN",
                    help="with --launcher slurm: srun's --mpi plugin (default pmix; pmi2, ...)")

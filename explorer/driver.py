@@ -27,6 +27,7 @@ import optuna
 import yaml
 
 from explorer.clock import Clock, SystemClock
+from explorer.layout_first import BATCH_DIMS, fastest_layout, search_space, stage1_trials
 from explorer.mcnn.events import EventTail
 from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
@@ -160,6 +161,12 @@ class StudyDriver:
         rec.backfill(study)
         if baseline is not None:
             self._enqueue_baseline(study, baseline)
+        if self.s.strategy == "layout-first" and not any(r.stage == 1 for r in records(study)):
+            stage1 = stage1_trials(self.space, self.s.hosts, n_train, data_root=self.s.data_root)
+            for attrs in stage1:
+                study.enqueue_trial({}, user_attrs=attrs)
+            self.log(f"layout-first: stage 1 measures {len(stage1)} layout(s), then stage 2 "
+                     "searches on the fastest")
         self.progress.total = self.s.trials
         self._show_best(study, tag=False)
         self._loop(study, rec, n_train)
@@ -182,6 +189,12 @@ class StudyDriver:
                 for a in list(active):
                     outcome = self._follow(a)
                     if outcome is not None:
+                        if (a.asked.trial.user_attrs.get("stage") == 1
+                                and outcome.state is Outcome.COMPLETED):
+                            outcome = dataclasses.replace(
+                                outcome, state=Outcome.MEASURED, reason=(
+                                    f"layout measurement: {outcome.images_per_sec or 0.0:.1f} "
+                                    "images/s (steady state)"))
                         active.remove(a)
                         pool.release(a.hosts)
                         rec.finish(study, a.asked.trial, a.asked.run, outcome, a.job)
@@ -253,6 +266,14 @@ class StudyDriver:
         if self.s.only_queued:  # study confirm: run what is queued, sample nothing
             queued = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
             return Next.ASK if queued else Next.WAIT if mine else Next.DONE
+        if self.s.strategy == "layout-first":  # stage 2 starts once stage 1 has ended
+            stage1 = [t for t in study.get_trials(deepcopy=False, states=(
+                optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))
+                if t.user_attrs.get("stage") == 1]
+            if any(t.state is optuna.trial.TrialState.WAITING for t in stage1):
+                return Next.ASK
+            if stage1:
+                return Next.WAIT
         done = counted(study)
         if done >= self.s.trials:
             return Next.DONE
@@ -283,11 +304,25 @@ class StudyDriver:
         """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
         fixed = trial.user_attrs.get("fixed")
+        missing = None  # layout-first: no layout was measured for this batch
         try:
             if fixed:  # a fixed trial: its values, under the study's rules and target
-                baseline = Baseline.from_dict(fixed)
-                params, overrides = baseline.params, deep_merge(baseline.overrides,
-                                                                self.overrides)
+                values = Baseline.from_dict(fixed)
+                params = values.params
+                # a layout measurement keeps its own settings (no evaluation, no target)
+                overrides = (deep_merge(self.overrides, values.overrides)
+                             if trial.user_attrs.get("stage") == 1 else
+                             deep_merge(values.overrides, self.overrides))
+            elif self.s.strategy == "layout-first":  # stage 2: the fastest measured layout
+                params, overrides = sample_params(search_space(self.space), trial), self.overrides
+                layout = fastest_layout(records(study), params)
+                if layout is None:
+                    missing = ("no layout was measured for "
+                               + ", ".join(f"{k} {params[k]}" for k in BATCH_DIMS if k in params)
+                               + " (every stage-1 trial of it failed)")
+                else:
+                    params = {**params, **layout}
+                set_attrs(trial, stage=2)
             else:
                 params, overrides = sample_params(self.space, trial), self.overrides
             plan = build_plan(self.space, params, data_root=self.s.data_root, n_train=n_train,
@@ -297,9 +332,10 @@ class StudyDriver:
             raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "
                               f"invalid config: {exc}") from None
         run = rec.start(trial, plan, driver=driver_identity(), heartbeat=self.clock.now())
-        if not plan.feasible:
-            rec.finish(study, trial, run, TrialOutcome(Outcome.INFEASIBLE, plan.reason), None)
-            return plan.reason
+        if missing is not None or not plan.feasible:
+            reason = missing or plan.reason
+            rec.finish(study, trial, run, TrialOutcome(Outcome.INFEASIBLE, reason), None)
+            return reason
         return _Asked(trial, plan, run)
 
     def _launch(self, study: optuna.Study, rec: Recorder, asked: _Asked,

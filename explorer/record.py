@@ -34,6 +34,8 @@ class Outcome(enum.StrEnum):
     # never launched: told PRUNED (with positive constraint values) so that pruners' start-up
     # counts and the best trial ignore it
     INFEASIBLE = "INFEASIBLE"
+    # a throughput measurement (layout-first stage 1): told PRUNED, never a best trial
+    MEASURED = "MEASURED"
 
     @property
     def optuna_state(self) -> optuna.trial.TrialState:
@@ -58,10 +60,11 @@ _OPTUNA = {Outcome.WAITING: optuna.trial.TrialState.WAITING,
            Outcome.COMPLETED: optuna.trial.TrialState.COMPLETE,
            Outcome.PRUNED: optuna.trial.TrialState.PRUNED,
            Outcome.FAILED: optuna.trial.TrialState.FAIL,
-           Outcome.INFEASIBLE: optuna.trial.TrialState.PRUNED}
+           Outcome.INFEASIBLE: optuna.trial.TrialState.PRUNED,
+           Outcome.MEASURED: optuna.trial.TrialState.PRUNED}
 _MLFLOW = {Outcome.WAITING: "SCHEDULED", Outcome.RUNNING: "RUNNING",
            Outcome.COMPLETED: "FINISHED", Outcome.PRUNED: "KILLED", Outcome.FAILED: "FAILED",
-           Outcome.INFEASIBLE: "FINISHED"}
+           Outcome.INFEASIBLE: "FINISHED", Outcome.MEASURED: "FINISHED"}
 _FROM_OPTUNA = {optuna.trial.TrialState.RUNNING: Outcome.RUNNING,
                 optuna.trial.TrialState.WAITING: Outcome.WAITING,
                 optuna.trial.TrialState.COMPLETE: Outcome.COMPLETED,
@@ -108,6 +111,7 @@ class TrialRecord:
     fixed: dict[str, Any] = field(default_factory=dict)
     baseline: bool = False  # the study's baseline trial (fixed)
     confirm_of: int | None = None  # a repeat of trial N with a new seed (study confirm)
+    stage: int | None = None  # layout-first: 1 = a layout measurement, 2 = a searched trial
     start: float | None = None  # unix seconds
     end: float | None = None
     curve: list[dict[str, float]] = field(default_factory=list)  # per epoch (dashboards fill it)
@@ -149,8 +153,9 @@ class TrialRecord:
     def counts_toward_budget(self) -> bool:
         """Launched and finished (an infeasible sample, a stale trial or a confirmation repeat
         does not use up ``--trials``)."""
-        return (self.state not in (Outcome.WAITING, Outcome.RUNNING, Outcome.INFEASIBLE)
-                and not self.stale and self.confirm_of is None)
+        return (self.state not in (Outcome.WAITING, Outcome.RUNNING, Outcome.INFEASIBLE,
+                                   Outcome.MEASURED)
+                and not self.stale and self.confirm_of is None and self.stage != 1)
 
     @classmethod
     def from_frozen(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:

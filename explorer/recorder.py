@@ -73,11 +73,13 @@ class Recorder:
         if fixed:  # e.g. "trial-000 baseline(seed) np=2x1 ...", "trial-009 confirm(4) np=..."
             ua = trial.user_attrs
             label = (f"baseline({fixed.get('name')})" if ua.get("baseline") else
-                     f"confirm({ua.get('confirm_of')})")
+                     "layout" if ua.get("stage") == 1 else f"confirm({ua.get('confirm_of')})")
             name = name.replace(" ", f" {label} ", 1)
         set_attrs(trial, config=plan.config, derived=plan.derived, run_name=name, **attrs)
+        stage = trial.user_attrs.get("stage")
         run = self.tracker.child(self.parent.run_id, name,
-                                 {"optuna.trial": trial.number, "mcnn.study": self.s.study})
+                                 {"optuna.trial": trial.number, "mcnn.study": self.s.study,
+                                  **({"mcnn.stage": stage} if stage else {})})
         if run.run_id is not None:
             set_attrs(trial, mlflow_run_id=run.run_id)
         run.log_params({**plan.params, **plan.derived})

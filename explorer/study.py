@@ -54,6 +54,7 @@ class StudySettings:
     mca: dict[str, str] = field(default_factory=dict)  # extra Open MPI --mca settings
     baseline: str | None = None  # "seed" or a config file: run as the study's first trial
     only_queued: bool = False  # run the enqueued trials only (study confirm), sample nothing
+    strategy: str = "joint"  # or "layout-first" (explorer.layout_first)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,7 +69,7 @@ class StudySettings:
                 "trial_timeout_s": self.trial_timeout_s, "target_accuracy": self.target_accuracy,
                 "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
                 "objective": self.objective, "multi_objective": self.multi_objective,
-                "baseline": self.baseline,
+                "baseline": self.baseline, "strategy": self.strategy,
                 "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
 
 

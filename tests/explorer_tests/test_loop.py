@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 import explorer.study as study_mod
@@ -20,9 +21,10 @@ from explorer.clock import ManualClock
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine
 from explorer.record import Outcome, TrialRecord, records
-from explorer.study import StudySettings
+from explorer.study import StudySettings, spent_node_s
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
+from search_spaces.space import load_space
 from tests.spaces import write_space
 
 N_TRAIN = 200
@@ -282,3 +284,51 @@ def test_confirm_reruns_the_top_configs_with_new_seeds_and_export_picks_by_media
     assert best.number == 2
     assert any(line.startswith("confirmed (tta_s): median 30.0 s over 4 runs")
                for line in export._header(study, best))
+
+
+def test_layout_first_measures_layouts_then_launches_on_the_fastest(tmp_path, tracking):
+    """Stage 1 measures every layout for each batch; stage 2 trials run on the fastest one
+    for their batch, and the measurements do not use up --trials."""
+    clock = ManualClock(0.0)
+    # images/s by (ranks, threads, binding, per-node batch): 2x1/core wins at 32, 1x2/none at 16
+    speed = {(2, 1, "core", 32): 300.0, (1, 2, "none", 16): 250.0}
+
+    def pick(config: Path, resources: Any) -> Script:
+        cfg = yaml.safe_load(config.read_text())
+        key = (resources.ranks_per_node, resources.threads_per_rank, resources.binding,
+               cfg["per_worker_batch"] * resources.ranks_per_node)
+        if cfg.get("eval") is False:  # a stage-1 measurement: two epochs, no evaluation
+            rate = speed.get(key, 100.0)
+            return Script([(2.0, {"event": "start", "startup_s": 2.0}),
+                           *((2.0 + 5 * i, {"event": "epoch", "epoch": i, "images_per_sec": rate,
+                                            "val_accuracy": None, "elapsed_s": 5.0 * i})
+                             for i in (1, 2)),
+                           (12.0, {"event": "done", "reason": "max_epochs", "tta_s": None,
+                                   "best_val_accuracy": 0.0})], exit_after_s=12.5)
+        return epochs([0.5, 0.9], target=0.8)
+
+    launcher = FakeLauncher(clock, pick=pick)
+    path = write_space(tmp_path / "layouts.yaml", epochs=4, ranks=(1, 2), bindings=("none", "core"),
+                       batches=(16, 32))
+    doc = yaml.safe_load(path.read_text())
+    doc["dimensions"]["per_node_batch"] = doc["dimensions"].pop("per_worker_batch")
+    doc["dimensions"]["threads_per_rank"] = {"choices": [1, 2]}
+    path.write_text(yaml.safe_dump(doc))
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=3, strategy="layout-first")
+    driver.s.space = path
+    driver.space = load_space(path)
+    study = driver.run()
+    r = records(study)
+    stage1 = [t for t in r if t.stage == 1]
+    # 2 batches × (1x1, 1x2, 2x1) × 2 bindings = 12 layouts (2x2 does not fit 2 cores)
+    assert len(stage1) == 12 and all(t.state is Outcome.MEASURED for t in stage1)
+    assert all(t.state.optuna_state is optuna.trial.TrialState.PRUNED for t in stage1)
+    stage2 = [t for t in r if t.stage == 2]
+    assert len(stage2) == 3 and all(t.state is Outcome.COMPLETED for t in stage2)
+    for t in stage2:
+        layout = t.config["layout"]
+        per_node = t.config["per_worker_batch"] * layout["ranks_per_node"]
+        want = (2, 1, "core") if per_node == 32 else (1, 2, "none")
+        assert (layout["ranks_per_node"], layout["threads_per_rank"], layout["binding"]) == want
+    assert {"ranks_per_node", "threads_per_rank", "binding"}.isdisjoint(stage2[0].params)
+    assert spent_node_s(study) > sum(t.node_s for t in stage2)  # stage 1 counts as compute

@@ -29,6 +29,7 @@ bench: setup
 	$(PY) -m bench.layout --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --workdir $(BENCH_WORK)
+	$(PY) -m bench.signal --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --precision float32
 	$(PY) -m bench.onednn --precision mixed_bfloat16
 
@@ -38,6 +39,7 @@ bench-quick: setup
 	$(PY) -m bench.layout --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.signal --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --quick
 
 lint: setup-test

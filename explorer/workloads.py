@@ -54,4 +54,7 @@ WORKLOADS = {w.id: w for w in (
     # make demo: ~1 min per trial here, so a 5-trial study (baseline included) fits 10 minutes
     Workload("demo-v1", images=2000, tiff_size=(64, 80), moas=3, seed=0,
              space=SPACES / "demo.yaml", target_accuracy=0.7),
+    # the search benchmarks (bench/): up to 12 epochs, about 2 minutes a run to max epochs here
+    Workload("bench-v1", images=2400, tiff_size=(64, 80), moas=3, seed=1,
+             space=SPACES / "bench.yaml", target_accuracy=0.75),
 )}

@@ -22,7 +22,7 @@ from explorer.confirm import best_group, groups, repeat_attrs, top_trials
 from explorer.driver import StudyDriver
 from explorer.objective import OBJECTIVES
 from explorer.progress import ProgressLine
-from explorer.record import Outcome, TrialRecord, records
+from explorer.record import Outcome, TrialRecord, enqueue, records
 from explorer.speedup import leaderboard, speedup
 from explorer.study import PRUNERS, StudySettings, best_record
 from explorer.tracking import trials_view_query, ui_command
@@ -277,12 +277,13 @@ def _confirm(args: argparse.Namespace) -> int:
     _exit_on_sigterm()
     driver = StudyDriver(settings, MpirunLauncher(), progress=ProgressLine(settings.trials))
     preflight.check_launch(settings, driver.space)
-    done = {r.number: sum(1 for t in trials if t.confirm_of == r.number) for r in roots}
+    # repeats already run (a lost one is rerun, so its seed is free again)
+    done = {r.number: sum(1 for t in trials if t.confirm_of == r.number and not t.lost)
+            for r in roots}
     for root in roots:
         seed = int(root.config.get("seed", 0))
         for i in range(args.repeats):
-            study.enqueue_trial({}, user_attrs=repeat_attrs(root, seed + 1 + done[root.number]
-                                                            + i))
+            enqueue(study, **repeat_attrs(root, seed + 1 + done[root.number] + i))
     names = ", ".join(("baseline " if r.baseline else "") + f"trial {r.number}" for r in roots)
     print(f"confirming {names}: {args.repeats} new seed(s) each", flush=True)
     study = driver.run()

@@ -71,7 +71,9 @@ def groups(trials: list[TrialRecord], objective: str) -> list[Group]:
     """Every finished original trial (searched or baseline) with its finished repeats."""
     repeats: dict[int, list[TrialRecord]] = {}
     for r in trials:
-        if r.confirm_of is not None and r.state not in (Outcome.WAITING, Outcome.RUNNING):
+        # a repeat lost with its driver (interrupted, stale) says nothing about the config
+        if (r.confirm_of is not None and r.state not in (Outcome.WAITING, Outcome.RUNNING)
+                and not r.lost):
             repeats.setdefault(r.confirm_of, []).append(r)
     return [Group(r, (r, *repeats.get(r.number, [])), objective) for r in trials
             if r.confirm_of is None and r.state is Outcome.COMPLETED]

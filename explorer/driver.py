@@ -34,7 +34,7 @@ from explorer.outcome import classify
 from explorer.pool import HostPool
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine, duration
-from explorer.record import Outcome, records, set_attrs
+from explorer.record import Outcome, enqueue, records, set_attrs
 from explorer.recorder import Recorder
 from explorer.schema import schema_lock
 from explorer.stale import driver_identity, recover_stale
@@ -149,9 +149,11 @@ class StudyDriver:
                  "objective": self.s.objective, "target_accuracy": self.base.get("target_accuracy"),
                  "data_root": str(self.s.data_root), "split": split.get("protocol", "random"),
                  "tracking_uri": mask_url(self.s.tracking_uri)}
-        # drivers starting together on new databases take turns creating the schemas
-        with schema_lock([("--storage", self.s.storage), ("--tracking-uri", self.s.tracking_uri)]):
+        # drivers starting together on new databases take turns creating each schema (one
+        # lock at a time, never nested: the two stores may be one database)
+        with schema_lock([("--storage", self.s.storage)]):
             study, storage = open_study(self.s, max_epochs=self.max_epochs, attrs=attrs)
+        with schema_lock([("--tracking-uri", self.s.tracking_uri)]):
             rec = self.rec = Recorder.open(self.s, study, self.log)
         stale = recover_stale(study, storage, stale_after_s=self.s.stale_after_s,
                               retry=self.s.retry_stale, on_stale=rec.stale)
@@ -164,7 +166,7 @@ class StudyDriver:
         if self.s.strategy == "layout-first" and not any(r.stage == 1 for r in records(study)):
             stage1 = stage1_trials(self.space, self.s.hosts, n_train, data_root=self.s.data_root)
             for attrs in stage1:
-                study.enqueue_trial({}, user_attrs=attrs)
+                enqueue(study, **attrs)
             self.log(f"layout-first: stage 1 measures {len(stage1)} layout(s), then stage 2 "
                      "searches on the fastest")
         self.progress.total = self.s.trials
@@ -294,10 +296,11 @@ class StudyDriver:
         return f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) spent"
 
     def _enqueue_baseline(self, study: optuna.Study, baseline: Baseline) -> None:
-        """Queue the baseline as the next trial, unless the study already has one."""
-        if any(r.baseline for r in records(study)):
+        """Queue the baseline as the next trial, unless the study has one that ran (or is
+        queued or running): one that was only interrupted, or lost with its driver, runs again."""
+        if any(r.baseline and not r.lost for r in records(study)):
             return
-        study.enqueue_trial({}, user_attrs={"baseline": True, "fixed": baseline.to_dict()})
+        enqueue(study, baseline=True, fixed=baseline.to_dict())
         self.log(f"baseline ({baseline.name}) queued as the next trial")
 
     def _ask(self, study: optuna.Study, rec: Recorder, n_train: int) -> _Asked | str:
@@ -392,7 +395,7 @@ class StudyDriver:
             a.asked.run.log_epoch(event)
             acc = event.get("val_accuracy")
             self.progress.update(a.done, trial.number, event.get("epoch"), acc)
-            if acc is None:
+            if acc is None or self.s.multi_objective:  # Optuna prunes single objectives only
                 continue
             a.reports += 1
             if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":

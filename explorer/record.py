@@ -19,8 +19,8 @@ from typing import Any
 
 import optuna
 
-__all__ = ["ATTR_NAMES", "FINAL_METRICS", "Outcome", "TrialRecord", "attrs_of", "live_trial",
-           "median_images_per_sec", "records", "set_attrs"]
+__all__ = ["ATTR_NAMES", "FINAL_METRICS", "Outcome", "TrialRecord", "attrs_of", "enqueue",
+           "live_trial", "median_images_per_sec", "records", "set_attrs"]
 
 
 class Outcome(enum.StrEnum):
@@ -150,6 +150,12 @@ class TrialRecord:
         return float(self.wall_s or 0.0) * self.nodes
 
     @property
+    def lost(self) -> bool:
+        """Ended by its driver's death or interruption, not by its own run (rerun it)."""
+        return self.state is Outcome.FAILED and (
+            self.stale or self.reason.startswith("interrupted"))
+
+    @property
     def counts_toward_budget(self) -> bool:
         """Launched and finished (an infeasible sample, a stale trial or a confirmation repeat
         does not use up ``--trials``)."""
@@ -187,6 +193,14 @@ def set_attrs(trial: optuna.Trial, **values: Any) -> None:
         if isinstance(value, Outcome):
             value = value.value
         trial.set_user_attr(key, value)
+
+
+def enqueue(study: optuna.Study, params: dict[str, Any] | None = None, **attrs: Any) -> None:
+    """Queue a trial (a retry, a fixed trial) with record fields as its first attributes."""
+    for key in attrs:
+        if key not in ATTR_NAMES:
+            raise KeyError(f"{key!r} is not a TrialRecord attribute")
+    study.enqueue_trial(params or {}, user_attrs=attrs, skip_if_exists=False)
 
 
 def median_images_per_sec(epoch_rates: list[float]) -> float | None:

@@ -96,24 +96,35 @@ def _sqlite_lock(path: Path, url: str, timeout_s: float, what: str) -> Iterator[
 
 @contextlib.contextmanager
 def _postgres_lock(url: str, timeout_s: float, what: str) -> Iterator[None]:
-    engine = sqlalchemy.create_engine(url, poolclass=NullPool,
-                                      connect_args={"connect_timeout": 10})
+    def failure(exc: BaseException, doing: str) -> ConfigError:
+        orig = getattr(exc, "orig", None) or exc
+        lines = str(orig).strip().splitlines()
+        return ConfigError(f"{what} {mask_url(url)}: {doing} "
+                           f"({scrub(lines[0] if lines else type(orig).__name__, url)})")
+
+    try:  # a driver that is not installed, a bad URL: one line
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool,
+                                          connect_args={"connect_timeout": 10})
+    except Exception as exc:
+        raise failure(exc, "cannot use this database URL") from None
     try:
         try:
             conn = engine.connect()
         except Exception as exc:  # unreachable server, bad password: say so in one line
-            orig = getattr(exc, "orig", None) or exc
-            lines = str(orig).strip().splitlines()
-            raise ConfigError(f"{what} {mask_url(url)}: cannot connect "
-                              f"({scrub(lines[0] if lines else type(orig).__name__, url)})"
-                              ) from None
+            raise failure(exc, "cannot connect") from None
         with conn:
             query = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
-            for _ in _deadline_loop(timeout_s, what, url):
-                if conn.execute(query, {"key": LOCK_KEY}).scalar():
-                    conn.commit()
-                    break
-                conn.rollback()
+            try:
+                for _ in _deadline_loop(timeout_s, what, url):
+                    if conn.execute(query, {"key": LOCK_KEY}).scalar():
+                        conn.commit()
+                        break
+                    conn.rollback()
+            except ConfigError:
+                raise
+            except Exception as exc:  # the connection dropped while waiting
+                raise failure(exc, "lost the connection while waiting for the schema lock"
+                              ) from None
             try:
                 yield
             finally:
@@ -136,7 +147,7 @@ def schema_lock(urls: Iterable[tuple[str, str]], *,
     locks: dict[str, tuple[str, str, Path | None]] = {}  # key -> (what, url, sqlite file)
     for what, url in urls:
         path = _sqlite_path(url)
-        key = f"sqlite:{path.resolve()}" if path is not None else url
+        key = f"sqlite:{path.resolve()}" if path is not None else _database_key(url)
         locks.setdefault(key, (what, url, path))
     with contextlib.ExitStack() as stack:
         for key in sorted(locks):
@@ -146,6 +157,15 @@ def schema_lock(urls: Iterable[tuple[str, str]], *,
             elif _backend(url) in ("postgresql", "postgres"):
                 stack.enter_context(_postgres_lock(url, timeout_s, what))
         yield
+
+
+def _database_key(url: str) -> str:
+    """The database a URL names, whatever its driver or user spells (lock identity)."""
+    try:
+        u = make_url(url)
+    except Exception:  # not a database URL: the schema code reports it
+        return url
+    return f"{u.get_backend_name()}://{u.host or ''}:{u.port or ''}/{u.database or ''}"
 
 
 def is_schema_race(exc: BaseException) -> bool:

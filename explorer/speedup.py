@@ -58,9 +58,11 @@ class Speedup:
             if self.ratio is None:
                 return (f"confirmed: the baseline ({name}) {base_g.describe()}; the best config "
                         f"(trial {best_g.root.number}) {best_g.describe()}; no finite ratio")
-            return (f"{self.ratio:.2f}× faster than the baseline ({name}), confirmed: trial "
-                    f"{best_g.root.number} {best_g.describe()} vs the baseline "
-                    f"{base_g.describe()} ({self.objective})")
+            how = (f"{self.ratio:.2f}× faster than" if self.ratio >= 1.0 else
+                   f"{1 / self.ratio:.2f}× slower than (the search has not beaten)")
+            return (f"{how} the baseline ({name}), confirmed: trial {best_g.root.number} "
+                    f"{best_g.describe()} vs the baseline {base_g.describe()} "
+                    f"({self.objective})")
         if self.baseline.state is not Outcome.COMPLETED:
             return (f"the baseline ({name}) did not finish ({self.baseline.state.value}: "
                     f"{self.baseline.reason}); no speedup")

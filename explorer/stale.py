@@ -27,7 +27,7 @@ from typing import Any
 
 import optuna
 
-from explorer.record import Outcome, TrialRecord, live_trial, set_attrs
+from explorer.record import Outcome, TrialRecord, enqueue, live_trial, set_attrs
 from launchers.base import process_start_ticks, session_pids
 
 __all__ = ["driver_identity", "kill_leftovers", "recover_stale", "stale_reason"]
@@ -106,8 +106,10 @@ def recover_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, *,
         if on_stale is not None:
             on_stale(r, reason)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-        if retry and frozen.params and r.retry_of is None:
-            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number},
-                                skip_if_exists=False)
+        if retry and r.fixed and r.retry_of is None:  # a baseline, repeat or measurement
+            enqueue(study, retry_of=frozen.number, fixed=r.fixed, baseline=r.baseline,
+                    confirm_of=r.confirm_of, stage=r.stage)
+        elif retry and frozen.params and r.retry_of is None:
+            enqueue(study, frozen.params, retry_of=frozen.number)
         recovered.append(frozen.number)
     return recovered

@@ -91,41 +91,59 @@ PRUNE_RESOURCE = {"sh": "seconds", "hyperband": "seconds", "none": "seconds",
                   "median": "evaluations"}
 
 
-class SecondsHalvingPruner(optuna.pruners.BasePruner):
-    """Successive halving on training seconds, its first rung at a third of a full run.
+RUN_SECONDS_ATTR = "prune_run_s"  # the study's full-run length in seconds, for the rungs
 
-    Optuna's ``min_resource="auto"`` takes 1/100 of the first finished trial's steps, made for
+
+class SecondsPruner(optuna.pruners.BasePruner):
+    """Successive halving (``sh``) or Hyperband on training seconds, rungs from a full run.
+
+    Optuna's ``"auto"`` resources take 1/100 of the first finished trial's steps, made for
     epochs; with seconds as steps that judges a trial on its first evaluation. This pruner waits
-    for a finished trial, then halves at ``fastest finished run ÷ reduction_factor`` seconds
-    (rungs at T/3 and T for the default 3): a trial is judged on a third of a run, against the
-    trials that got that far.
+    for a finished trial and takes its length T (whole seconds), stored once on the study so
+    every driver of a shared study uses the same rungs. Successive halving then judges a trial
+    at T/3 (reduction factor 3: a third of a run, against the trials that got that far);
+    Hyperband runs its brackets from T/27 up to T.
     """
 
-    def __init__(self, reduction_factor: int = 3) -> None:
+    def __init__(self, kind: str, reduction_factor: int = 3) -> None:
+        if kind not in ("sh", "hyperband"):
+            raise ValueError(f"kind must be sh or hyperband, got {kind!r}")
+        self.kind = kind
         self.reduction_factor = reduction_factor
-        self._inner: optuna.pruners.SuccessiveHalvingPruner | None = None
+        self._inner: optuna.pruners.BasePruner | None = None
+
+    def _run_seconds(self, study: optuna.Study) -> int | None:
+        stored = study.user_attrs.get(RUN_SECONDS_ATTR)
+        if stored is not None:
+            return int(stored)
+        steps = [t.last_step for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.last_step]
+        if not steps:
+            return None
+        study.set_user_attr(RUN_SECONDS_ATTR, min(steps))
+        return int(study.user_attrs.get(RUN_SECONDS_ATTR, min(steps)))
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if self._inner is None:
-            steps = [t.last_step for t in study.get_trials(
-                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.last_step]
-            if not steps:
+            full = self._run_seconds(study)
+            if full is None:
                 return False
-            self._inner = optuna.pruners.SuccessiveHalvingPruner(
-                min_resource=max(1, int(min(steps) / self.reduction_factor)),
-                reduction_factor=self.reduction_factor)
+            eta = self.reduction_factor
+            if self.kind == "sh":
+                self._inner = optuna.pruners.SuccessiveHalvingPruner(
+                    min_resource=max(1, full // eta), reduction_factor=eta)
+            else:
+                self._inner = optuna.pruners.HyperbandPruner(
+                    min_resource=max(1, full // eta ** 3), max_resource=max(2, full),
+                    reduction_factor=eta)
         return self._inner.prune(study, trial)
 
 
 def make_pruner(name: str, max_epochs: float) -> optuna.pruners.BasePruner:
-    """``sh`` (successive halving on training seconds, the default; :class:`SecondsHalvingPruner`),
-    ``hyperband`` (on seconds, rungs from the first finished trial's length), ``median`` (on
-    evaluations) or ``none``."""
-    if name == "sh":
-        return SecondsHalvingPruner(reduction_factor=3)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto",
-                                              reduction_factor=3)
+    """``sh`` (successive halving on training seconds, the default) or ``hyperband`` (on
+    seconds), both :class:`SecondsPruner`; ``median`` (on evaluations); or ``none``."""
+    if name in ("sh", "hyperband"):
+        return SecondsPruner(name, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
     if name == "none":
@@ -175,22 +193,18 @@ def spent_node_s(study: optuna.Study) -> float:
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The best completed, feasible single run (lowest TTA on the Pareto front when
     multi-objective); confirmation repeats are not candidates (their configs are)."""
-    def original(t: optuna.trial.FrozenTrial) -> bool:
-        return t.user_attrs.get("confirm_of") is None
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("confirm_of") is None and t.values is not None]
+    if len(study.directions) == 1:
+        sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+        return min(done, key=lambda t: (sign * t.values[0], t.number)) if done else None
 
-    try:
-        if len(study.directions) == 1:
-            done = [t for t in study.get_trials(deepcopy=False,
-                                                states=(optuna.trial.TrialState.COMPLETE,))
-                    if original(t) and t.values is not None]
-            if not done:
-                return None
-            sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-            return min(done, key=lambda t: (sign * t.values[0], t.number))
-        front = [t for t in study.best_trials if original(t)]
-    except ValueError:
-        return None
-    return min(front, key=lambda t: t.values[0]) if front else None
+    def dominated(t: optuna.trial.FrozenTrial) -> bool:  # both objectives are minimised
+        return any(all(o <= v for o, v in zip(other.values, t.values, strict=True))
+                   and other.values != t.values for other in done)
+
+    front = [t for t in done if not dominated(t)]
+    return min(front, key=lambda t: (t.values[0], t.number)) if front else None
 
 
 def running_elsewhere(study: optuna.Study, stale_after_s: float, now: float) -> int:

@@ -121,10 +121,10 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     nodes = int(resolve("nodes", p, base))
     chosen = list(hosts[:nodes])  # as in layout.hosts, unless nodes exceed the pool
     ranks = layout.ranks_per_node
-    # the per-node rule only in spaces that sample it: every trial of a study has the same
-    # constraints (a baseline's per-node batch is a multiple of its ranks by construction)
-    per_node = (int(p["per_node_batch"]) if "per_node_batch" in space.dimensions
-                and "per_node_batch" in p else None)
+    # the per-node rule in every trial of a space that samples it (samplers need the same
+    # constraints for all trials); a fixed trial given a per-worker batch passes it
+    per_node = (int(p.get("per_node_batch", validated.per_worker_batch * ranks))
+                if "per_node_batch" in space.dimensions else None)
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,
                               cores_per_node=min(h.cores for h in chosen),

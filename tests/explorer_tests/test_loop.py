@@ -332,3 +332,36 @@ def test_layout_first_measures_layouts_then_launches_on_the_fastest(tmp_path, tr
         assert (layout["ranks_per_node"], layout["threads_per_rank"], layout["binding"]) == want
     assert {"ranks_per_node", "threads_per_rank", "binding"}.isdisjoint(stage2[0].params)
     assert spent_node_s(study) > sum(t.node_s for t in stage2)  # stage 1 counts as compute
+
+
+def test_an_interrupted_baseline_runs_again_on_the_next_launch(tmp_path, tracking):
+    clock = ManualClock(0.0)
+
+    class StopDuringFirst(FakeLauncher):
+        def launch(self, config_path: Path, resources: Any, *, workdir: Path, **options: Any):
+            job = super().launch(config_path, resources, workdir=workdir)
+            if len(self.launched) == 1:
+                raise KeyboardInterrupt  # Ctrl-C while the baseline starts
+            return job
+
+    first = StopDuringFirst(clock, [epochs([0.9], target=0.8) for _ in range(3)])
+    driver = _driver(tmp_path, tracking, first, clock, trials=2, baseline="seed")
+    with pytest.raises(KeyboardInterrupt):
+        driver.run()
+    again = _driver(tmp_path, tracking, FakeLauncher(clock, [epochs([0.9], target=0.8)] * 2),
+                    clock, trials=2, baseline="seed")
+    again.s.study = driver.s.study
+    study = again.run()
+    r = records(study)
+    baselines = [t for t in r if t.baseline]
+    assert [t.state for t in baselines] == [Outcome.FAILED, Outcome.COMPLETED]
+    assert baselines[0].lost and not baselines[1].lost
+
+
+def test_a_multi_objective_study_runs_without_pruning(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.5, 0.9], target=0.8), epochs([0.4, 0.6])])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=2, multi_objective=True,
+                    pruner="sh").run()
+    assert [t.state for t in records(study)] == [Outcome.COMPLETED, Outcome.COMPLETED]
+    assert all(len(t.values) == 2 for t in study.trials)

@@ -39,3 +39,18 @@ def test_what_is_said_without_a_figure():
     assert failed is not None and "did not finish" in failed.describe()
     assert speedup([_r(1, 50.0)], "tta_s") is None  # no baseline trial
     assert speedup([_r(0, 80.0, baseline=True)], "images_per_sec") is None
+
+
+def test_lost_repeats_say_nothing_about_a_config():
+    from explorer.confirm import groups
+
+    lost = TrialRecord(number=5, state=Outcome.FAILED, reason="interrupted: the driver was "
+                       "stopped", confirm_of=1)
+    ran = TrialRecord(number=6, state=Outcome.COMPLETED, tta_s=50.0, confirm_of=1)
+    (g,) = [g for g in groups([_r(1, 40.0), lost, ran], "tta_s") if g.root.number == 1]
+    assert [r.number for r in g.runs] == [1, 6] and g.median == pytest.approx(45.0)
+    behind = speedup([_r(0, 30.0, baseline=True), _r(1, 40.0), ran,
+                      TrialRecord(number=7, state=Outcome.COMPLETED, tta_s=31.0, confirm_of=0,
+                                  baseline=False)], "tta_s")
+    assert behind is not None and behind.confirmed
+    assert "slower than (the search has not beaten) the baseline" in behind.describe()

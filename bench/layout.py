@@ -39,6 +39,7 @@ from explorer.study import StudySettings, best_trial, spent_node_s
 from launchers import MpirunLauncher
 from launchers.base import Job
 from launchers.hosts import detect_local
+from mcnn_base.native_logs import filter_native_info
 from search_spaces.plan import build_plan, deep_merge
 from search_spaces.space import SearchSpace, load_space
 
@@ -191,4 +192,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

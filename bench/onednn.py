@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterable
 
 from bench.common import emit, machine, table
+from mcnn_base.native_logs import filter_native_info
 
 Key = tuple[str, str, str, str, str]
 
@@ -86,4 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, machine, run_job, synth_tree, table
+from mcnn_base.native_logs import filter_native_info
 
 TRIAL_S = 300.0
 TARGET = 0.05
@@ -96,4 +97,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

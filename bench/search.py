@@ -34,6 +34,7 @@ from explorer.record import Outcome, TrialRecord
 from explorer.study import StudySettings
 from launchers import MpirunLauncher
 from launchers.hosts import detect_local
+from mcnn_base.native_logs import filter_native_info
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
@@ -202,4 +203,6 @@ def _json_safe(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

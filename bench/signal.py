@@ -28,6 +28,7 @@ from bench.common import emit, machine, run_job, synth_tree, table, verdict
 from explorer.outcome import outcome_from_events
 from explorer.workloads import WORKLOADS
 from launchers.hosts import detect_local
+from mcnn_base.native_logs import filter_native_info
 from search_spaces.baseline import seed_baseline
 from search_spaces.plan import build_plan
 from search_spaces.space import load_space
@@ -134,4 +135,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

@@ -31,6 +31,7 @@ from bench.common import (
 )
 from explorer.mcnn.flops import mcnn_flops
 from explorer.mcnn.model import build_mcnn
+from mcnn_base.native_logs import filter_native_info
 
 TARGETS = {"float32": 0.90, "mixed_bfloat16": 0.75}  # at 1024x1280 (issue 5)
 
@@ -175,4 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    with filter_native_info():  # TensorFlow's native INFO lines (MCNN_VERBOSE=1 keeps them)
+        code = main()
+    raise SystemExit(code)

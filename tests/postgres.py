@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "bin_dir", "postgres_server"]
+__all__ = ["PostgresServer", "bin_dir", "postgres_server", "require_postgres"]
 
 
 def bin_dir() -> Path | None:
@@ -28,6 +28,17 @@ def bin_dir() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
                    key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
     return found[-1].parent if found else None
+
+
+def require_postgres() -> None:
+    """Skip the calling test where no PostgreSQL server can start (fail in CI, which must
+    have installed it)."""
+    import pytest
+
+    if bin_dir() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install PostgreSQL (scripts/setup.sh --with-test-deps)")
+        pytest.skip("PostgreSQL server binaries are not installed (apt install postgresql)")
 
 
 def _free_port() -> int:

@@ -65,22 +65,22 @@ def _holds(lock_urls: list[tuple[str, str]], log: list[str], name: str) -> None:
         log.append(f"{name} out")
 
 
-def _assert_serialised(log: list[str]) -> None:
+def _assert_serialised(urls: list[tuple[str, str]], timeout: float) -> None:
+    """Two threads hold the lock of ``urls`` for 0.3 s each: their holds never overlap."""
+    log: list[str] = []
+    threads = [threading.Thread(target=_holds, args=(urls, log, n)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
     assert len(log) == 4
     assert log[0].split()[0] == log[1].split()[0], log  # in/out pairs never interleave
     assert log[2].split()[0] == log[3].split()[0], log
 
 
 def test_sqlite_schema_lock_serialises_openers_of_one_database(tmp_path: Path):
-    urls = [("--storage", f"sqlite:///{tmp_path}/o.db"), ("--tracking-uri",
-                                                         f"sqlite:///{tmp_path}/m.db")]
-    log: list[str] = []
-    threads = [threading.Thread(target=_holds, args=(urls, log, n)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    _assert_serialised(log)
+    _assert_serialised([("--storage", f"sqlite:///{tmp_path}/o.db"),
+                        ("--tracking-uri", f"sqlite:///{tmp_path}/m.db")], timeout=10)
     assert (tmp_path / "o.db.init-lock").exists()
 
 
@@ -100,23 +100,14 @@ def test_sqlite_schema_lock_waits_a_bounded_time(tmp_path: Path):
 
 @pytest.mark.slow
 def test_postgres_advisory_lock_serialises_drivers_and_names_an_unreachable_server():
-    from tests.postgres import bin_dir, postgres_server
+    from tests.postgres import postgres_server, require_postgres
 
-    if bin_dir() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install PostgreSQL (scripts/setup.sh --with-test-deps)")
-        pytest.skip("PostgreSQL server binaries are not installed")
+    require_postgres()
     with postgres_server() as pg:
         url = pg.createdb("locked")
-        log: list[str] = []
-        # the same database named twice is locked once (no self-deadlock)
-        urls = [("--storage", url), ("--tracking-uri", url)]
-        threads = [threading.Thread(target=_holds, args=(urls, log, n)) for n in ("a", "b")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(20)
-        _assert_serialised(log)
+        # the same database named twice, in two spellings, is locked once (no self-deadlock)
+        other = url.replace("postgresql://", "postgresql+psycopg://")
+        _assert_serialised([("--storage", url), ("--tracking-uri", other)], timeout=20)
         dead = url.replace(f":{pg.port}/", ":1/")
         with pytest.raises(ConfigError, match=r"cannot connect") as err, \
                 schema_lock([("--storage", dead)], timeout_s=2):

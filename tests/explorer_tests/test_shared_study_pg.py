@@ -18,7 +18,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import requires_mpi
-from tests.postgres import PostgresServer, bin_dir, postgres_server
+from tests.postgres import PostgresServer, postgres_server, require_postgres
 from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
@@ -29,10 +29,7 @@ DRIVERS = 4
 
 @pytest.fixture(scope="module")
 def pg():
-    if bin_dir() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install PostgreSQL (scripts/setup.sh --with-test-deps)")
-        pytest.skip("PostgreSQL server binaries are not installed (apt install postgresql)")
+    require_postgres()
     with postgres_server() as server:
         yield server
 

@@ -27,14 +27,13 @@ import optuna
 import yaml
 
 from explorer.clock import Clock, SystemClock
-from explorer.layout_first import BATCH_DIMS, fastest_layout, search_space, stage1_trials
 from explorer.mcnn.events import EventTail
 from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
 from explorer.pool import HostPool
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine, duration
-from explorer.record import Outcome, enqueue, records, set_attrs
+from explorer.record import Outcome, set_attrs
 from explorer.recorder import Recorder
 from explorer.schema import schema_lock
 from explorer.stale import driver_identity, recover_stale
@@ -48,12 +47,13 @@ from explorer.study import (
     spent_node_s,
 )
 from explorer.tracking import RunRecorder
+from explorer.values import queue_fixed, trial_values
 from launchers.base import JobHandle, Launcher
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError, LaunchError
 from mcnn_base.urls import mask_url
-from search_spaces.baseline import Baseline, load_baseline
-from search_spaces.plan import TrialPlan, build_plan, deep_merge, place, sample_params
+from search_spaces.baseline import load_baseline
+from search_spaces.plan import TrialPlan, build_plan, deep_merge, place
 from search_spaces.space import SearchSpace, load_space
 
 __all__ = ["Next", "StudyDriver"]
@@ -161,14 +161,9 @@ class StudyDriver:
             self.log(f"resumed study {self.s.study!r}: {len(stale)} stale trial(s) "
                      f"{stale} marked FAILED{' and re-queued' if self.s.retry_stale else ''}")
         rec.backfill(study)
-        if baseline is not None:
-            self._enqueue_baseline(study, baseline)
-        if self.s.strategy == "layout-first" and not any(r.stage == 1 for r in records(study)):
-            stage1 = stage1_trials(self.space, self.s.hosts, n_train, data_root=self.s.data_root)
-            for attrs in stage1:
-                enqueue(study, **attrs)
-            self.log(f"layout-first: stage 1 measures {len(stage1)} layout(s), then stage 2 "
-                     "searches on the fastest")
+        queue_fixed(study, self.space, baseline=baseline, strategy=self.s.strategy,
+                    hosts=self.s.hosts, n_train=n_train, data_root=self.s.data_root,
+                    log=self.log)
         self.progress.total = self.s.trials
         self._show_best(study, tag=False)
         self._loop(study, rec, n_train)
@@ -295,48 +290,21 @@ class StudyDriver:
         assert self.s.budget_node_s is not None
         return f"compute budget ({self.s.budget_node_s / 3600:.4g} node-hours) spent"
 
-    def _enqueue_baseline(self, study: optuna.Study, baseline: Baseline) -> None:
-        """Queue the baseline as the next trial, unless the study has one that ran (or is
-        queued or running): one that was only interrupted, or lost with its driver, runs again."""
-        if any(r.baseline and not r.lost for r in records(study)):
-            return
-        enqueue(study, baseline=True, fixed=baseline.to_dict())
-        self.log(f"baseline ({baseline.name}) queued as the next trial")
-
     def _ask(self, study: optuna.Study, rec: Recorder, n_train: int) -> _Asked | str:
         """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
-        fixed = trial.user_attrs.get("fixed")
-        missing = None  # layout-first: no layout was measured for this batch
         try:
-            if fixed:  # a fixed trial: its values, under the study's rules and target
-                values = Baseline.from_dict(fixed)
-                params = values.params
-                # a layout measurement keeps its own settings (no evaluation, no target)
-                overrides = (deep_merge(self.overrides, values.overrides)
-                             if trial.user_attrs.get("stage") == 1 else
-                             deep_merge(values.overrides, self.overrides))
-            elif self.s.strategy == "layout-first":  # stage 2: the fastest measured layout
-                params, overrides = sample_params(search_space(self.space), trial), self.overrides
-                layout = fastest_layout(records(study), params)
-                if layout is None:
-                    missing = ("no layout was measured for "
-                               + ", ".join(f"{k} {params[k]}" for k in BATCH_DIMS if k in params)
-                               + " (every stage-1 trial of it failed)")
-                else:
-                    params = {**params, **layout}
-                set_attrs(trial, stage=2)
-            else:
-                params, overrides = sample_params(self.space, trial), self.overrides
-            plan = build_plan(self.space, params, data_root=self.s.data_root, n_train=n_train,
-                              hosts=self.s.hosts, overrides=overrides)
+            values = trial_values(trial, study, self.space, strategy=self.s.strategy,
+                                  overrides=self.overrides)
+            plan = build_plan(self.space, values.params, data_root=self.s.data_root,
+                              n_train=n_train, hosts=self.s.hosts, overrides=values.overrides)
         except (ConfigError, ValueError) as exc:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "
                               f"invalid config: {exc}") from None
         run = rec.start(trial, plan, driver=driver_identity(), heartbeat=self.clock.now())
-        if missing is not None or not plan.feasible:
-            reason = missing or plan.reason
+        if values.missing is not None or not plan.feasible:
+            reason = values.missing or plan.reason
             rec.finish(study, trial, run, TrialOutcome(Outcome.INFEASIBLE, reason), None)
             return reason
         return _Asked(trial, plan, run)

@@ -18,7 +18,8 @@ from typing import Any
 from explorer.record import Outcome, TrialRecord
 from mcnn_base.errors import ConfigError
 
-__all__ = ["OLYMPIC_MIN_RUNS", "Group", "best_group", "groups", "repeat_attrs", "top_trials"]
+__all__ = ["OLYMPIC_MIN_RUNS", "Group", "best_group", "groups", "repeat_attrs", "top_trials",
+           "tta_of"]
 
 OLYMPIC_MIN_RUNS = 5
 

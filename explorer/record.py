@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import statistics
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 
-__all__ = ["ATTR_NAMES", "FINAL_METRICS", "Outcome", "TrialRecord", "attrs_of", "enqueue",
+__all__ = ["ATTR_NAMES", "FINAL_METRICS", "Outcome", "TrialRecord", "enqueue",
            "live_trial", "median_images_per_sec", "records", "set_attrs"]
 
 
@@ -221,15 +220,4 @@ def live_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
 def records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of ``study`` as a record."""
     return [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
-
-
-def attrs_of(record: TrialRecord) -> Mapping[str, Any]:
-    """The user attributes a record stands for (the inverse of :meth:`from_frozen`)."""
-    out: dict[str, Any] = {}
-    for key in ATTR_NAMES:
-        value = getattr(record, key)
-        if value is None or value == {} or (key == "stale" and not value):
-            continue
-        out[key] = value.value if isinstance(value, Outcome) else value
-    return out
 

@@ -7,10 +7,11 @@ of a search is optimistically biased, and one run of each says little about run-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from explorer.confirm import Group, best_group, groups
+from explorer.confirm import Group, best_group, groups, tta_of
 from explorer.record import Outcome, TrialRecord
 
 __all__ = ["Speedup", "leaderboard", "speedup"]
@@ -19,10 +20,9 @@ _TTA_OBJECTIVES = ("tta_s", "tta_wall_s", "tta_interp_s")
 
 
 def _tta(r: TrialRecord, objective: str) -> float | None:
-    if r.state is not Outcome.COMPLETED or not r.reached:
-        return None
-    value = getattr(r, objective, None)
-    return float(value) if value is not None else None
+    """The run's TTA by the objective; None when it missed or did not finish."""
+    tta = tta_of(r, objective)
+    return None if math.isinf(tta) else tta
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import yaml
 
 from explorer.mcnn.events import read_events
 from explorer.mcnn.synth import SynthOptions, synthesize
+from explorer.record import median_images_per_sec
 from launchers import Job, LocalLauncher, MpirunLauncher, Resources
 
 __all__ = ["emit", "machine", "median_rate", "run_job", "synth_tree", "table"]
@@ -64,11 +65,11 @@ def run_job(config: dict[str, Any], workdir: Path, *, ranks: int = 1, threads: i
 def median_rate(events: Sequence[dict[str, Any]], skip_first: bool = True) -> float:
     """Median training images/s over epochs (the first, with graph tracing, skipped)."""
     rates = [float(e["images_per_sec"]) for e in events if e.get("event") == "epoch"]
-    if skip_first and len(rates) > 1:
-        rates = rates[1:]
-    if not rates:
+    rate = median_images_per_sec(rates) if skip_first else (
+        statistics.median(rates) if rates else None)
+    if rate is None:
         raise RuntimeError("the job reported no epoch")
-    return statistics.median(rates)
+    return rate
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -184,22 +184,23 @@ ATTR_NAMES = tuple(f.name for f in dataclasses.fields(TrialRecord)
                    if f.name not in ("number", "values", "params", "start", "end", "curve"))
 
 
-def set_attrs(trial: optuna.Trial, **values: Any) -> None:
-    """Write record fields to a live trial's user attributes (only declared names)."""
-    for key, value in values.items():
+def _as_attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Record fields as user attributes: declared names only, outcomes as their names."""
+    for key in values:
         if key not in ATTR_NAMES:
             raise KeyError(f"{key!r} is not a TrialRecord attribute")
-        if isinstance(value, Outcome):
-            value = value.value
+    return {k: v.value if isinstance(v, Outcome) else v for k, v in values.items()}
+
+
+def set_attrs(trial: optuna.Trial, **values: Any) -> None:
+    """Write record fields to a live trial's user attributes (only declared names)."""
+    for key, value in _as_attrs(values).items():
         trial.set_user_attr(key, value)
 
 
 def enqueue(study: optuna.Study, params: dict[str, Any] | None = None, **attrs: Any) -> None:
     """Queue a trial (a retry, a fixed trial) with record fields as its first attributes."""
-    for key in attrs:
-        if key not in ATTR_NAMES:
-            raise KeyError(f"{key!r} is not a TrialRecord attribute")
-    study.enqueue_trial(params or {}, user_attrs=attrs, skip_if_exists=False)
+    study.enqueue_trial(params or {}, user_attrs=_as_attrs(attrs), skip_if_exists=False)
 
 
 def median_images_per_sec(epoch_rates: list[float]) -> float | None:

@@ -34,7 +34,7 @@ from search_spaces.baseline import file_baseline
 from search_spaces.feasibility import smallest_verdicts
 
 if TYPE_CHECKING:
-    from explorer.driver import StudySettings
+    from explorer.study import StudySettings
     from launchers.hosts import HostInfo
     from search_spaces.space import SearchSpace
 

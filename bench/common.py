@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,21 +17,19 @@ from explorer.mcnn.events import read_events
 from explorer.mcnn.synth import SynthOptions, synthesize
 from explorer.record import median_images_per_sec
 from launchers import Job, LocalLauncher, MpirunLauncher, Resources
+from mcnn_base.cpu import cpu_model, isa_flags, machine_class
 
 __all__ = ["emit", "machine", "median_rate", "run_job", "synth_tree", "table"]
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+    """The machine a figure holds for: CPU model, cores, ISA flags and class, date."""
+    flags = isa_flags()
+    model = cpu_model()
+    if model == "unknown":
+        model = platform.processor() or "unknown"
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": list(flags),
+            "machine_class": machine_class(flags),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 

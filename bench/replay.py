@@ -46,7 +46,13 @@ from bench.table import WORKLOAD, digest, read_table, table_path
 from explorer.layout_first import LAYOUT_EPOCHS
 from explorer.objective import TrialOutcome, intermediate_value, objective_values
 from explorer.record import Outcome, set_attrs
-from explorer.study import PRUNE_RESOURCE, best_trial, make_pruner, make_sampler
+from explorer.study import (
+    PRUNE_RESOURCE,
+    StudySettings,
+    best_trial,
+    make_pruner,
+    make_sampler,
+)
 from explorer.values import queue_fixed, trial_values
 from launchers.hosts import HostInfo
 from search_spaces.baseline import Baseline, seed_baseline
@@ -65,6 +71,7 @@ STRATEGIES: dict[str, tuple[str, str, str]] = {
     "gp": ("gp", "none", "joint"),
     "layout-first": ("tpe", "sh", "layout-first"),
 }
+MAX_INFEASIBLE_IN_A_ROW = StudySettings.max_infeasible_in_a_row  # as the driver
 QUALITY = 1.10  # "found": an incumbent within 10 % of the best expected TTA
 DATA_ROOT = Path("/nonexistent/replay")  # plans need a data root; a replay reads no data
 
@@ -80,6 +87,7 @@ class Trace:
     pruned: int = 0
     infeasible: int = 0
     pick: dict[str, Any] | None = None
+    ended: str | None = None  # why the study stopped before its budget
 
     def compute_to(self, quality: float) -> float:
         return next((s for s, q in self.points if q <= quality), math.inf)
@@ -164,20 +172,25 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
     trace = Trace(strategy, seed)
     spent, in_a_row = 0.0, 0
     judged: dict[int, float] = {}
-    while spent < s.budget_s and in_a_row < 1000:
+    planned: dict[int, dict[str, Any]] = {}  # registry values, layout-first's layout included
+    while spent < s.budget_s:
+        if in_a_row >= MAX_INFEASIBLE_IN_A_ROW:  # the driver ends such a study with an error
+            trace.ended = f"{in_a_row} samples in a row were infeasible"
+            break
         trial = study.ask()
         values = trial_values(trial, study, s.space, strategy=kind, overrides=overrides)
         plan = build_plan(s.space, values.params, data_root=DATA_ROOT, n_train=s.n_train,
                           hosts=s.hosts, overrides=values.overrides)
+        for key, value in plan.constraints.items():  # as the driver's Recorder.start
+            trial.set_constraint(key, value)
         if values.missing is not None or not plan.feasible:
-            for key, value in plan.constraints.items():
-                trial.set_constraint(key, value)
             set_attrs(trial, state=Outcome.INFEASIBLE, reason=values.missing or plan.reason)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             trace.infeasible += 1
             in_a_row += 1
             continue
         in_a_row = 0
+        planned[trial.number] = values.params
         fixed = trial.user_attrs.get("fixed")
         if trial.user_attrs.get("stage") == 1:
             spent += _stage1(trial, study, s, values.params, rng)
@@ -196,18 +209,11 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
         if best.number not in judged:
             bfixed = best.user_attrs.get("fixed")
             bkey = digest(bfixed["params"], bfixed.get("overrides") or {}) if bfixed else None
-            params = _params_of(best)
+            params = planned[best.number]
             judged[best.number] = s.model.expected_tta(params, s.target, digest=bkey)
             trace.pick = {"trial": best.number, "params": params, "fixed": bool(bfixed)}
         trace.points.append((spent, judged[best.number]))
     return trace
-
-
-def _params_of(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    fixed = t.user_attrs.get("fixed")
-    if fixed:
-        return dict(fixed["params"])
-    return {**t.params, **(t.user_attrs.get("params") or {})}
 
 
 def oracle(s: Setting) -> float:

@@ -41,6 +41,7 @@ from explorer.study import (
     PRUNE_RESOURCE,
     StudySettings,
     best_record,
+    check_sampler,
     counted,
     open_study,
     running_elsewhere,
@@ -115,6 +116,7 @@ class StudyDriver:
         self.launcher = launcher
         self.clock: Clock = clock or SystemClock()
         self.prepare = prepare
+        check_sampler(settings.sampler)
         self.space: SearchSpace = load_space(settings.space)
         self.progress = progress or ProgressLine(settings.trials)
         self.log = log or self.progress.message

@@ -4,6 +4,7 @@ best trial and the budget counters (how many trials count, compute spent, other 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import optuna
 
 from explorer.objective import direction
 from explorer.record import TrialRecord, records
+from explorer.sampler_view import SampledOnly
 from explorer.schema import retry_schema_race
 from explorer.stale import stale_reason
 from launchers.hosts import HostInfo
@@ -73,11 +75,21 @@ class StudySettings:
                 "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
 
 
+def check_sampler(name: str) -> None:
+    """Refuse, in one line, a sampler that cannot run here (before anything is written)."""
+    if name == "gp" and importlib.util.find_spec("torch") is None:  # GPSampler's first ask
+        raise ConfigError("--sampler gp needs torch (Optuna's GPSampler fits its Gaussian process "
+                          "with it): pip install torch==2.13.0 (a CPU build), or use --sampler "
+                          "tpe")
+
+
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The named sampler, shown only the study's sampled trials (:mod:`explorer.sampler_view`)."""
+    check_sampler(name)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+        return SampledOnly(optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return SampledOnly(optuna.samplers.GPSampler(seed=seed), for_gp=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}; expected tpe, gp or random")

@@ -4,6 +4,7 @@ concurrent trials, each in well under a second of loop time."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 from collections.abc import Iterator
@@ -365,3 +366,14 @@ def test_a_multi_objective_study_runs_without_pruning(tmp_path, tracking):
                     pruner="sh").run()
     assert [t.state for t in records(study)] == [Outcome.COMPLETED, Outcome.COMPLETED]
     assert all(len(t.values) == 2 for t in study.trials)
+
+
+def test_a_gp_study_without_torch_is_refused_in_one_line_before_anything_is_written(
+        tmp_path, tracking, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    clock = ManualClock(0.0)
+    with pytest.raises(ConfigError, match=r"--sampler gp needs torch .*pip install torch"):
+        _driver(tmp_path, tracking, FakeLauncher(clock, []), clock, sampler="gp")
+    assert not (tmp_path / "optuna.db").exists()

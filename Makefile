@@ -29,7 +29,9 @@ bench: setup
 	$(PY) -m bench.layout --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --workdir $(BENCH_WORK)
-	$(PY) -m bench.signal --workdir $(BENCH_WORK)
+	$(PY) -m bench.table --workdir $(BENCH_WORK)
+	$(PY) -m bench.signal
+	$(PY) -m bench.replay --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --precision float32
 	$(PY) -m bench.onednn --precision mixed_bfloat16
 
@@ -39,7 +41,9 @@ bench-quick: setup
 	$(PY) -m bench.layout --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.search --quick --workdir $(BENCH_WORK)
-	$(PY) -m bench.signal --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.table --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.signal --quick
+	$(PY) -m bench.replay --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --quick
 
 lint: setup-test

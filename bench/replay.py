@@ -5,24 +5,27 @@
 
 Each (strategy, seed) is an Optuna study run by the same parts as a real one: the sampler and
 pruner factories of ``explorer.study``, the space's feasibility rules (``search_spaces.plan``),
-the baseline queued first (``--baseline seed``), stage 1 / stage 2 of ``--strategy layout-first``
-(``explorer.values``), intermediate reports on training seconds, and the objective and miss rule
-of ``explorer.objective``. Only the job is simulated: ``bench.surrogate`` answers each trial with
-a recorded run of the nearest table config, on its layout's recorded time axis. A trial costs its
-simulated wall time (start-up + training up to its target, its prune point or max epochs, +
-teardown); one trial runs at a time (one 2-core node, as here).
+the seed baseline queued first (``--baseline seed``), stage 1 / stage 2 of ``--strategy
+layout-first`` (``explorer.values``), intermediate reports on training seconds, and the
+objective and miss rule of ``explorer.objective``. Only the job is simulated: ``bench.surrogate``
+answers each trial with a recorded run of the same schedule and batch, on its layout's recorded
+time axis. A trial costs its simulated wall time (start-up + training up to its target, its prune
+point or max epochs, + teardown); one trial runs at a time (one 2-core node, as here).
 
-Judged, per seed: after each trial, the search's incumbent (its best trial by observed value)
-and that config's *expected* TTA (median over the recorded seeds of its neighbour), so that a
-lucky seed does not make a search look good. Reported, over seeds:
+Judged, per seed, after each trial: the search's incumbent (its best trial by observed value)
+and that config's *expected* TTA (median over its recorded seeds), so that a lucky seed does not
+make a search look good. Reported over seeds, at one node-second budget for every strategy:
 
-* the node-seconds a search needed until its incumbent came within 10 % of the best expected TTA
-  of any searchable table config (censored at the budget);
-* the expected-TTA speedup of its final pick over the seed baseline;
-* each strategy ÷ random, with 95 % bootstrap intervals (seeds resampled).
+* node-seconds until the incumbent is within 10 % of the best expected TTA of any config of the
+  space (∞ when not within the budget): median with a 90 % bootstrap interval, and ÷ random
+  search, where a search that never got there counts at the budget (so a ratio against a
+  random search whose median never got there is an upper bound, marked ≤);
+* the compute pruning saved: 1 − (TPE + successive halving ÷ TPE without pruning), same rule;
+* the incumbent's expected TTA at 25 / 50 / 100 % of the budget;
+* the expected-TTA speedup of the final pick over the seed baseline.
 
 Figures are simulated from real runs of a synthetic stand-in for BBBC021, on the table's machine
-class; they hold for that workload.
+class; they hold for that workload. Writes ``WORKDIR/replay/best_so_far.html`` and ``.png``.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import optuna
+import plotly.graph_objects as go
 
-from bench.common import emit, machine, table
-from bench.surrogate import TableModel, leave_one_out
-from bench.table import WORKLOAD, digest, read_table, table_path
+from bench.common import emit, table
+from bench.surrogate import TableModel, layout_check
+from bench.table import WORKLOAD, digest, grid_params, load_table
 from explorer.layout_first import LAYOUT_EPOCHS
 from explorer.objective import TrialOutcome, intermediate_value, objective_values
 from explorer.record import Outcome, set_attrs
@@ -59,7 +64,8 @@ from search_spaces.baseline import Baseline, seed_baseline
 from search_spaces.plan import build_plan
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["STRATEGIES", "Trace", "bootstrap_ratio", "replay"]
+__all__ = ["STRATEGIES", "Setting", "Trace", "bootstrap_median", "bootstrap_ratio", "oracle",
+           "replay"]
 
 # name -> (sampler, pruner, strategy), as `study launch --sampler --pruner --strategy` take them
 STRATEGIES: dict[str, tuple[str, str, str]] = {
@@ -74,6 +80,7 @@ STRATEGIES: dict[str, tuple[str, str, str]] = {
 MAX_INFEASIBLE_IN_A_ROW = StudySettings.max_infeasible_in_a_row  # as the driver
 QUALITY = 1.10  # "found": an incumbent within 10 % of the best expected TTA
 DATA_ROOT = Path("/nonexistent/replay")  # plans need a data root; a replay reads no data
+FRACTIONS = (0.25, 0.5, 1.0)
 
 
 @dataclass
@@ -86,11 +93,16 @@ class Trace:
     trials: int = 0
     pruned: int = 0
     infeasible: int = 0
+    unanswered: int = 0  # trials the table could not answer (a partial table)
     pick: dict[str, Any] | None = None
     ended: str | None = None  # why the study stopped before its budget
 
     def compute_to(self, quality: float) -> float:
         return next((s for s, q in self.points if q <= quality), math.inf)
+
+    def at(self, spent: float) -> float:
+        """The incumbent's expected TTA once ``spent`` node-seconds were used."""
+        return min((q for s, q in self.points if s <= spent), default=math.inf)
 
     @property
     def final(self) -> float:
@@ -111,13 +123,12 @@ class Setting:
 def _stage1(trial: optuna.Trial, study: optuna.Study, s: Setting, params: dict[str, Any],
             rng: random.Random) -> float:
     """A layout measurement: steady images/s of one recorded run of that cell; its cost."""
-    runs = [r for r in s.model.records if s.model._cell(r["params"]) == s.model._cell(params)
-            and r.get("images_per_sec")]
-    if not runs:
+    rates = s.model.rates(params)
+    if not rates:
         set_attrs(trial, state=Outcome.FAILED, reason="no run of this layout in the table")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return 0.0
-    rate = float(rng.choice(runs)["images_per_sec"])
+    rate = rng.choice(rates)
     wall = s.model.startup_s(params) + LAYOUT_EPOCHS * s.n_train / rate + s.model.teardown_s
     set_attrs(trial, median_images_per_sec=rate, state=Outcome.MEASURED, reason="measured",
               wall_s=wall)
@@ -134,7 +145,7 @@ def _follow(trial: optuna.Trial, study: optuna.Study, s: Setting, pruner: str,
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
     step, end, tta, pruned, best, epochs = 0, 0.0, None, False, 0.0, 0.0
-    for k, (t, acc) in enumerate(run.timeline):
+    for k, (t, acc) in enumerate(run.timeline):  # as the driver's _follow
         step = k + 1 if PRUNE_RESOURCE.get(pruner) == "evaluations" else max(step + 1, int(t))
         end, best, epochs = t, max(best, acc), run.epochs[k]
         trial.report(intermediate_value(acc), step)
@@ -146,12 +157,11 @@ def _follow(trial: optuna.Trial, study: optuna.Study, s: Setting, pruner: str,
             break
     wall = run.startup_s + end + s.model.teardown_s
     state = Outcome.PRUNED if pruned else Outcome.COMPLETED
-    outcome = TrialOutcome(state, "pruned" if pruned else ("target_reached" if tta is not None
-                                                           else "max_epochs"),
-                           tta_s=tta, startup_s=run.startup_s, best_val_accuracy=best,
-                           epochs=epochs, wall_s=wall, nodes=1,
+    reason = "pruned" if pruned else ("target_reached" if tta is not None else "max_epochs")
+    outcome = TrialOutcome(state, reason, tta_s=tta, startup_s=run.startup_s,
+                           best_val_accuracy=best, epochs=epochs, wall_s=wall, nodes=1,
                            tta_interp_s=run.tta_interp(s.target) if tta is not None else None)
-    set_attrs(trial, **outcome.final_metrics(), state=state, reason=outcome.reason)
+    set_attrs(trial, **outcome.final_metrics(), state=state, reason=reason)
     if pruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     else:
@@ -172,7 +182,7 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
     trace = Trace(strategy, seed)
     spent, in_a_row = 0.0, 0
     judged: dict[int, float] = {}
-    planned: dict[int, dict[str, Any]] = {}  # registry values, layout-first's layout included
+    planned: dict[int, tuple[dict[str, Any], str | None]] = {}  # layout-first's layout included
     while spent < s.budget_s:
         if in_a_row >= MAX_INFEASIBLE_IN_A_ROW:  # the driver ends such a study with an error
             trace.ended = f"{in_a_row} samples in a row were infeasible"
@@ -190,14 +200,15 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
             in_a_row += 1
             continue
         in_a_row = 0
-        planned[trial.number] = values.params
-        fixed = trial.user_attrs.get("fixed")
         if trial.user_attrs.get("stage") == 1:
             spent += _stage1(trial, study, s, values.params, rng)
             continue
+        fixed = trial.user_attrs.get("fixed")
         fixed_key = digest(fixed["params"], fixed.get("overrides") or {}) if fixed else None
+        planned[trial.number] = (values.params, fixed_key)
         wall = _follow(trial, study, s, pruner, values.params, fixed_key, rng)
         if wall is None:
+            trace.unanswered += 1
             continue
         spent += wall
         trace.trials += 1
@@ -207,38 +218,47 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
             trace.points.append((spent, math.inf))
             continue
         if best.number not in judged:
-            bfixed = best.user_attrs.get("fixed")
-            bkey = digest(bfixed["params"], bfixed.get("overrides") or {}) if bfixed else None
-            params = planned[best.number]
-            judged[best.number] = s.model.expected_tta(params, s.target, digest=bkey)
-            trace.pick = {"trial": best.number, "params": params, "fixed": bool(bfixed)}
+            params, best_key = planned[best.number]
+            judged[best.number] = s.model.expected_tta(params, s.target, digest=best_key)
+            trace.pick = {"trial": best.number, "params": params, "fixed": best_key is not None}
         trace.points.append((spent, judged[best.number]))
     return trace
 
 
 def oracle(s: Setting) -> float:
-    """The best expected TTA a search could find: every searchable table config on every layout
-    the table measured for its batch."""
-    layouts = {s.model._cell(r["params"]): r["params"] for r in s.model.records}
+    """The best expected TTA a search could find: every schedule × batch of the space on every
+    feasible layout the table measured."""
     best = math.inf
-    for params in s.model.space_configs():
-        for cell_params in layouts.values():
-            candidate = {**params, **{k: cell_params[k] for k in ("ranks_per_node",
-                                                                   "threads_per_rank", "binding")
-                                      if k in cell_params}}
-            if s.model._cell(candidate) != s.model._cell(cell_params):
-                continue
-            best = min(best, s.model.expected_tta(candidate, s.target))
+    for conv in grid_params(s.space):
+        for layout in s.model.layouts():
+            params = {**conv, **layout}
+            if build_plan(s.space, params, data_root=DATA_ROOT, n_train=s.n_train, hosts=s.hosts,
+                          overrides={"target_accuracy": s.target}).feasible:
+                best = min(best, s.model.expected_tta(params, s.target))
     return best
 
 
-def bootstrap_ratio(a: Sequence[float], b: Sequence[float], *, reps: int = 2000,
-                    seed: int = 0) -> tuple[float, float, float]:
-    """median(a) ÷ median(b) with a 95 % percentile interval (each sample resampled)."""
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def bootstrap_median(a: Sequence[float], *, level: float = 0.90, reps: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """median(a) with a percentile bootstrap interval at ``level``."""
+    rng = random.Random(seed)
+    draws = sorted(_median(rng.choices(a, k=len(a))) for _ in range(reps))
+    tail = (1.0 - level) / 2.0
+    return (_median(a), draws[int(tail * (reps - 1))], draws[int((1.0 - tail) * (reps - 1))])
+
+
+def bootstrap_ratio(a: Sequence[float], b: Sequence[float], *, level: float = 0.90,
+                    reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """median(a) ÷ median(b) with a percentile bootstrap interval at ``level`` (each sample
+    resampled on its own; ∞ ÷ ∞ draws are dropped)."""
     rng = random.Random(seed)
 
     def ratio(x: Sequence[float], y: Sequence[float]) -> float:
-        mx, my = statistics.median(x), statistics.median(y)
+        mx, my = _median(x), _median(y)
         if math.isinf(mx) and math.isinf(my):
             return math.nan
         return math.inf if my == 0 else mx / my
@@ -248,12 +268,15 @@ def bootstrap_ratio(a: Sequence[float], b: Sequence[float], *, reps: int = 2000,
                                for _ in range(reps)) if not math.isnan(r))
     if not draws:
         return point, math.nan, math.nan
-    return point, draws[int(0.025 * (len(draws) - 1))], draws[int(0.975 * (len(draws) - 1))]
+    tail = (1.0 - level) / 2.0
+    return (point, draws[int(tail * (len(draws) - 1))],
+            draws[int((1.0 - tail) * (len(draws) - 1))])
 
 
-def _fmt_interval(v: tuple[float, float, float]) -> str:
-    point, lo, hi = v
-    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]"
+def _interval(v: tuple[float, float, float], digits: int = 0) -> str:
+    def f(x: float) -> str:
+        return "∞" if math.isinf(x) else "-" if math.isnan(x) else f"{x:.{digits}f}"
+    return f"{f(v[0])} [{f(v[1])}, {f(v[2])}]"
 
 
 def _available(strategies: Sequence[str], say: Callable[[str], None]) -> list[str]:
@@ -266,86 +289,139 @@ def _available(strategies: Sequence[str], say: Callable[[str], None]) -> list[st
     return out
 
 
+def figures(traces: dict[str, list[Trace]], *, quality: float, base_tta: float,
+            budget_s: float) -> tuple[list[list[str]], dict[str, Any]]:
+    """The table rows and the machine-readable figures of a set of replays."""
+    rows, out = [], {}
+
+    def cost(ts: list[Trace]) -> list[float]:  # a search that never got there counts at budget
+        return [min(t.compute_to(quality), budget_s) for t in ts]
+
+    ref = cost(traces["random"]) if "random" in traces else None
+    for name, ts in traces.items():
+        to_q = [t.compute_to(quality) for t in ts]
+        found = sum(not math.isinf(c) for c in to_q)
+        med = bootstrap_median(to_q)
+        vs = bootstrap_ratio(cost(ts), ref) if ref is not None and name != "random" else None
+        at = [_median([t.at(f * budget_s) for t in ts]) for f in FRACTIONS]
+        speed = _median([base_tta / t.final if t.final > 0 else math.inf for t in ts])
+        bound = ("≤ " if ref is not None and _median(ref) >= budget_s > _median(cost(ts))
+                 else "")
+        rows.append([name, f"{found}/{len(ts)}", _interval(med),
+                     bound + _interval(vs, 2) if vs is not None else "-",
+                     " / ".join("miss" if math.isinf(x) else f"{x:.0f}" for x in at),
+                     f"{speed:.2f}", f"{_median([t.trials for t in ts]):.0f}",
+                     f"{_median([t.pruned for t in ts]):.0f}"])
+        out[name] = {"found": found, "seeds": len(ts), "node_s_to_quality": med,
+                     "vs_random": vs, "best_at": dict(zip(map(str, FRACTIONS), at, strict=True)),
+                     "speedup_vs_baseline": speed,
+                     "ended": sorted({t.ended for t in ts if t.ended})}
+    return rows, out
+
+
+def pruning_saves(traces: dict[str, list[Trace]], quality: float,
+                  budget_s: float) -> tuple[float, float, float]:
+    """1 − (node-s to quality of TPE + successive halving ÷ TPE), with its 90 % interval."""
+    def cost(ts: list[Trace]) -> list[float]:
+        return [min(t.compute_to(quality), budget_s) for t in ts]
+    point, lo, hi = bootstrap_ratio(cost(traces["tpe+sh"]), cost(traces["tpe"]))
+    return (1.0 - point, 1.0 - hi, 1.0 - lo)
+
+
+HEADERS = ["strategy", "found", "node-s to within 10 % (median [90 % CI])",
+           "÷ random [90 % CI]", "best TTA s at 25/50/100 %", "speedup vs baseline", "trials",
+           "pruned"]
+
+
+def plot(traces: dict[str, list[Trace]], budget_s: float, out: Path, title: str) -> None:
+    """Median best-so-far expected TTA against node-seconds, per strategy: HTML and PNG."""
+    grid = [budget_s * i / 100 for i in range(1, 101)]
+    fig = go.Figure()
+    mfig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, ts in traces.items():
+        med = [_median([t.at(x) for t in ts]) for x in grid]
+        ys = [None if math.isinf(v) else v for v in med]
+        fig.add_trace(go.Scatter(x=grid, y=ys, mode="lines", name=name))
+        ax.plot(grid, [math.nan if v is None else v for v in ys], label=name)
+    fig.update_layout(title=title, xaxis_title="node-seconds spent (simulated)",
+                      yaxis_title="expected TTA of the pick (s), median over seeds")
+    fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
+    ax.set_xlabel("node-seconds spent (simulated)")
+    ax.set_ylabel("expected TTA of the pick (s)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    mfig.tight_layout()
+    mfig.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(mfig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=None, help="default: this machine class's table of "
                         f"{WORKLOAD.id} in bench/tables/")
     parser.add_argument("--seeds", type=int, default=24)
-    parser.add_argument("--budget-runs", type=float, default=30.0,
-                        help="budget in median full runs' node-seconds")
+    parser.add_argument("--budget-runs", type=float, default=20.0,
+                        help="budget in median full runs' node-seconds (default 20)")
     parser.add_argument("--target", type=float, default=WORKLOAD.target_accuracy)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES),
                         choices=list(STRATEGIES))
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--quick", action="store_true",
-                        help="CI smoke run: 2 seeds × 3 strategies, 6 runs of budget")
+                        help="CI smoke run: 2 seeds of random, tpe and tpe+sh, 6 runs of budget")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = Path(args.table) if args.table else _default_table()
-    records = [r for r in read_table(path) if r.get("workload") == WORKLOAD.id]
-    if not records:
-        raise SystemExit(f"error: {path} holds no run of {WORKLOAD.id}; record one with "
-                         "python -m bench.table")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path, records = load_table(args.table, quick=args.quick)
     classes = sorted({r["machine"]["machine_class"] for r in records})
     space = load_space(WORKLOAD.space)
     model = TableModel(records, space)
     hosts = [HostInfo("localhost", int(records[0]["machine"]["cores"]))]
     n_train = int(records[0]["n_train"])
-    full = statistics.median(float(r["job_wall_s"]) for r in model.records)
+    full = _median([float(r["job_wall_s"]) for r in model.records])
     seeds = 2 if args.quick else args.seeds
     budget_runs = 6.0 if args.quick else args.budget_runs
     strategies = ["random", "tpe", "tpe+sh"] if args.quick else args.strategies
     s = Setting(model, space, hosts, n_train, args.target, budget_runs * full,
                 seed_baseline(space, hosts, n_train))
-    print(f"table {path}: {len(model.records)} runs of {len(model.by_config)} configs, machine "
-          f"class {', '.join(classes)}; {WORKLOAD.describe()}; target {args.target}; budget "
-          f"{budget_runs:g} median runs = {s.budget_s:.0f} node-s; {seeds} seeds "
+    held, points = model.coverage(grid_params(space))
+    print(f"table {path}: {len(model.records)} runs, {held} of {points} schedule × batch points,"
+          f" machine class {', '.join(classes)}; {WORKLOAD.describe()}; target {args.target}; "
+          f"budget {budget_runs:g} median runs = {s.budget_s:.0f} node-s; {seeds} seeds "
           "(simulated from real runs of a synthetic stand-in)", flush=True)
-    loo = leave_one_out(model, args.target)
+    if held < points:
+        print(f"warning: the table is partial: a sampled point it lacks fails as a trial "
+              f"({points - held} points missing); figures on it are not the benchmark's")
+    check = layout_check(model)
     best = oracle(s)
     base_tta = model.expected_tta(s.baseline.params, args.target,
                                   digest=digest(s.baseline.params, s.baseline.overrides))
-    print(f"surrogate, leave-one-out over {loo['configs']} configs: Spearman "
-          f"{loo['spearman']:.2f}, hit/miss agreement {loo['hit_miss_agreement']:.2f}; "
-          f"best expected TTA {best:.1f}s; seed baseline {base_tta:.1f}s", flush=True)
+    print(f"layout assumption: mean |Δ accuracy| per evaluation {check['layout_mean_abs_diff']:.3f}"
+          f" between layouts ({check['layout_pairs']} pairs) vs {check['seed_mean_abs_diff']:.3f}"
+          f" between seeds ({check['seed_pairs']} pairs); best expected TTA {best:.1f}s, seed "
+          f"baseline {base_tta:.1f}s", flush=True)
     traces: dict[str, list[Trace]] = {}
     for name in _available(strategies, print):
         traces[name] = [replay(s, name, seed) for seed in range(seeds)]
-    rows = []
-    quality = QUALITY * best
-    ref = traces.get("random")
-    for name, ts in traces.items():
-        to_q = [t.compute_to(quality) for t in ts]
-        speed = [base_tta / t.final if t.final > 0 else math.inf for t in ts]
-        found = sum(not math.isinf(c) for c in to_q)
-        vs = (_fmt_interval(bootstrap_ratio(to_q, [t.compute_to(quality) for t in ref]))
-              if ref is not None and name != "random" else "-")
-        rows.append([name, f"{found}/{len(ts)}", _median_s(to_q), vs,
-                     f"{statistics.median(speed):.2f}",
-                     f"{statistics.median(t.trials for t in ts):.0f}",
-                     f"{statistics.median(t.pruned for t in ts):.0f}"])
-    print(table(["strategy", "found", "median node-s to within 10 %", "÷ random [95 % CI]",
-                 "speedup vs baseline", "trials", "pruned"], rows))
+        print(f"  {name}: {seeds} replays done", flush=True)
+    rows, figs = figures(traces, quality=QUALITY * best, base_tta=base_tta, budget_s=s.budget_s)
+    print(table(HEADERS, rows))
+    if "tpe" in traces and "tpe+sh" in traces:
+        figs["pruning_saves"] = pruning_saves(traces, QUALITY * best, s.budget_s)
+        saved = figs["pruning_saves"]
+        print(f"compute pruning saved to that quality (1 − tpe+sh ÷ tpe): {_interval(saved, 2)}")
     out = Path(args.workdir) / ("replay-quick" if args.quick else "replay")
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.json").write_text(json.dumps(
-        {n: [{"seed": t.seed, "points": t.points, "pick": t.pick} for t in ts]
-         for n, ts in traces.items()}, default=str))
+        {n: [{"seed": t.seed, "points": t.points, "pick": t.pick, "ended": t.ended}
+             for t in ts] for n, ts in traces.items()}, default=str))
+    plot(traces, s.budget_s, out / "best_so_far",
+         f"{WORKLOAD.id}, target {args.target}, {seeds} seeds, {', '.join(classes)} "
+         "(simulated from a recorded table; synthetic stand-in)")
     emit("replay", {"table": str(path), "machine_class": classes, "workload": WORKLOAD.id,
                     "target": args.target, "budget_s": s.budget_s, "seeds": seeds,
-                    "quick": args.quick, "leave_one_out": loo, "oracle_s": best,
-                    "baseline_s": base_tta, "rows": rows})
+                    "quick": args.quick, "coverage": [held, points], "layout_check": check,
+                    "oracle_s": best, "baseline_s": base_tta, "figures": figs})
     return 0
-
-
-def _median_s(values: list[float]) -> str:
-    m = statistics.median(values)
-    return "> budget" if math.isinf(m) else f"{m:.0f}"
-
-
-def _default_table() -> Path:
-    return table_path(WORKLOAD, machine()["machine_class"])
 
 
 if __name__ == "__main__":

@@ -1,21 +1,21 @@
 """What a config would have done, read off the recorded table (``bench.table``).
 
-The replay (``bench.replay``) asks for configs a sampler proposes, which are rarely table points.
-:class:`TableModel` answers from the table in two parts:
+The replay (``bench.replay``) asks for configs a sampler proposes from the bench space, a grid the
+table covers. :class:`TableModel` answers in two parts:
 
-* **convergence** (validation accuracy at each evaluation, by epoch): a fixed config (the
-  baseline, its neighbours) is looked up exactly; a sampled one takes the nearest table config
-  with the same batch (and other categorical non-layout values), by distance over the numeric
-  non-layout dimensions scaled to [0, 1] as the sampler scales them (log ones on the log scale).
-  One of that config's recorded seeds is chosen at random, so seed noise is replayed too.
+* **convergence** (validation accuracy at each evaluation): the table's runs of the same
+  schedule and batch (the non-layout values) on the reference layout, or, for a fixed config
+  (the baseline, its neighbours), the runs of that exact config. One of the recorded seeds is
+  chosen at random, so seed noise is replayed too. Nothing is interpolated: a point the table
+  lacks is not answered.
 * **time** (training seconds on the TTA clock at each evaluation, and start-up): every run of the
   workload evaluates at the same epochs, so the time of evaluation k on a (layout, batch) cell is
   the median over the table's runs in that cell; start-up is the median of the layout's runs.
-  Medians keep a run slowed by other load from moving the clock.
+  Medians keep a run slowed by other load on the machine from moving the clock.
 
-The assumption that makes this a model: **convergence does not depend on the layout at a fixed
-global batch** (``bench.table``'s layout-check runs measure it). :func:`leave_one_out` says how
-well the nearest-neighbour lookup predicts a table config's TTA from the others.
+The assumption that joins the two: **convergence does not depend on the layout at a fixed global
+batch**. :func:`layout_check` measures it on the table's cell runs (the same schedule on other
+layouts) against the seed-to-seed differences of the repeats.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from typing import Any
 
 from explorer.layout_first import LAYOUT_DIMS
 from explorer.objective import interpolated_tta
-from search_spaces.space import Dimension, SearchSpace
+from search_spaces.space import SearchSpace
 
-__all__ = ["Run", "TableModel", "leave_one_out", "spearman"]
+__all__ = ["Run", "TableModel", "kendall_tau", "layout_check"]
+
+CONVERGENCE_PHASES = ("repeat", "grid", "neighbour")  # runs on the config's own layout
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,17 @@ class Run:
         return interpolated_tta(self.timeline, target)
 
 
+# a layout value a config leaves out is the registry's default (search_spaces.dimensions)
+LAYOUT_DEFAULTS = {"ranks_per_node": 1, "threads_per_rank": 1, "binding": "core"}
+
+
 def _layout(params: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(params.get(n) for n in LAYOUT_DIMS)
+    return tuple(params.get(n, LAYOUT_DEFAULTS.get(n)) for n in LAYOUT_DIMS)
+
+
+def _median_axis(axes: list[list[float]]) -> list[float]:
+    n = min(len(a) for a in axes)
+    return [statistics.median(a[k] for a in axes) for k in range(n)]
 
 
 class TableModel:
@@ -64,27 +75,21 @@ class TableModel:
         self.records = [r for r in records if r.get("state") == "completed" and r.get("curve")]
         if not self.records:
             raise ValueError("the table holds no completed run")
-        self.by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in self.records:
-            if r["phase"] != "layout":  # layout checks only test the assumption
-                self.by_config[r["config_id"]].append(r)
-        self.by_digest = {rs[0]["digest"]: cid for cid, rs in self.by_config.items()}
-        self.numeric = [n for n, d in space.dimensions.items()
-                        if n not in LAYOUT_DIMS and d.kind != "categorical"]
-        self.exact = [n for n, d in space.dimensions.items()
-                      if n not in LAYOUT_DIMS and d.kind == "categorical"]
-        self._times: dict[tuple[Any, ...], list[float]] = {}
+        self.conv_dims = [n for n in space.dimensions if n not in LAYOUT_DIMS]
+        self.by_conv: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        self.by_digest: dict[str, list[dict[str, Any]]] = defaultdict(list)
         cells: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
-        coarse: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
         starts: dict[tuple[Any, ...], list[float]] = defaultdict(list)
         for r in self.records:
-            times = [c[1] for c in r["curve"]]
-            cells[self._cell(r["params"])].append(times)
-            coarse[self._cell(r["params"], binding=False)].append(times)
+            if r["phase"] in CONVERGENCE_PHASES:
+                if r.get("overrides"):
+                    self.by_digest[r["digest"]].append(r)
+                else:
+                    self.by_conv[self.conv_key(r["params"])].append(r)
+            cells[self.cell(r["params"])].append([c[1] for c in r["curve"]])
             if r.get("startup_s") is not None:
                 starts[_layout(r["params"])].append(float(r["startup_s"]))
         self._cells = {k: _median_axis(v) for k, v in cells.items()}
-        self._coarse = {k: _median_axis(v) for k, v in coarse.items()}
         self._starts = {k: statistics.median(v) for k, v in starts.items()}
         every = [s for v in starts.values() for s in v]
         self._start_all = statistics.median(every) if every else 0.0
@@ -92,69 +97,51 @@ class TableModel:
                 for r in self.records if r.get("job_wall_s") is not None]
         self.teardown_s = max(0.0, statistics.median(ends)) if ends else 0.0
 
-    def _sampled(self, record: dict[str, Any]) -> bool:
-        """A table point drawn from the space (not a fixed config such as the baseline)."""
-        return not record.get("overrides") and all(n in record["params"]
-                                                   for n in self.space.dimensions)
+    def conv_key(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(params.get(n) for n in self.conv_dims)
+
+    def cell(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        """(layout values..., per-node batch): what decides the time axis."""
+        return (*_layout(params), params.get("per_node_batch"), params.get("per_worker_batch"))
 
     # -- time ---------------------------------------------------------------------------------
-    def _cell(self, params: dict[str, Any], *, binding: bool = True) -> tuple[Any, ...]:
-        layout = tuple(params.get(n) for n in LAYOUT_DIMS if binding or n != "binding")
-        return (*layout, *(params.get(n) for n in self.exact))
-
     def times(self, params: dict[str, Any]) -> list[float] | None:
         """Median training seconds at each evaluation for this layout and batch (None when the
         table has no run of them)."""
-        return self._cells.get(self._cell(params)) or self._coarse.get(
-            self._cell(params, binding=False))
+        return self._cells.get(self.cell(params))
 
     def startup_s(self, params: dict[str, Any]) -> float:
         return self._starts.get(_layout(params), self._start_all)
 
+    def rates(self, params: dict[str, Any]) -> list[float]:
+        """Steady images/s of the table's runs in ``params``' cell."""
+        return [float(r["images_per_sec"]) for r in self.records
+                if self.cell(r["params"]) == self.cell(params) and r.get("images_per_sec")]
+
     # -- convergence --------------------------------------------------------------------------
-    def _unit(self, params: dict[str, Any]) -> list[float]:
-        return [_scaled(self.space.dimensions[n], params[n]) for n in self.numeric]
+    def seeds(self, params: dict[str, Any], digest: str | None = None) -> list[dict[str, Any]]:
+        """The recorded runs whose curves stand for ``params`` (a fixed config by ``digest``)."""
+        if digest is not None:
+            return self.by_digest.get(digest, [])
+        return self.by_conv.get(self.conv_key(params), [])
 
-    def neighbour(self, params: dict[str, Any], overrides: dict[str, Any] | None = None, *,
-                  exclude: str | None = None, digest: str | None = None) -> str | None:
-        """The table config whose curves stand for ``params`` (None: nothing comparable)."""
-        if digest is not None and digest in self.by_digest:
-            return self.by_digest[digest]
-        key = [params.get(n) for n in self.exact]
-        here = self._unit(params)
-        best: tuple[float, str] | None = None
-        for cid, rs in self.by_config.items():
-            p = rs[0]["params"]
-            if cid == exclude or not self._sampled(rs[0]):
-                continue
-            if [p.get(n) for n in self.exact] != key:
-                continue
-            d = math.dist(here, self._unit(p))
-            if best is None or (d, cid) < best:
-                best = (d, cid)
-        return None if best is None else best[1]
-
-    def run(self, params: dict[str, Any], rng: random.Random, *, digest: str | None = None,
-            exclude: str | None = None) -> Run | None:
-        """One simulated run of ``params`` (a recorded seed of its neighbour, on the time axis
-        of its own layout and batch); None when the table cannot answer."""
-        cid = self.neighbour(params, digest=digest, exclude=exclude)
-        times = self.times(params)
-        if cid is None or times is None:
+    def run(self, params: dict[str, Any], rng: random.Random, *,
+            digest: str | None = None) -> Run | None:
+        """One simulated run of ``params``: a recorded seed, on the time axis of its own layout
+        and batch; None when the table cannot answer."""
+        seeds, times = self.seeds(params, digest), self.times(params)
+        if not seeds or times is None:
             return None
-        record = rng.choice(self.by_config[cid])
-        return self._run(record, params, times)
+        return self.on_axis(rng.choice(seeds), params, times)
 
-    def runs(self, params: dict[str, Any], *, digest: str | None = None,
-             exclude: str | None = None) -> list[Run]:
-        """Every recorded seed of ``params``' neighbour, on ``params``' time axis."""
-        cid = self.neighbour(params, digest=digest, exclude=exclude)
+    def runs(self, params: dict[str, Any], *, digest: str | None = None) -> list[Run]:
         times = self.times(params)
-        if cid is None or times is None:
+        if times is None:
             return []
-        return [self._run(r, params, times) for r in self.by_config[cid]]
+        return [self.on_axis(r, params, times) for r in self.seeds(params, digest)]
 
-    def _run(self, record: dict[str, Any], params: dict[str, Any], times: list[float]) -> Run:
+    def on_axis(self, record: dict[str, Any], params: dict[str, Any],
+                times: list[float]) -> Run:
         curve = record["curve"][: len(times)]
         return Run([(times[k], float(c[2])) for k, c in enumerate(curve)],
                    [float(c[0]) for c in curve], self.startup_s(params), record["config_id"],
@@ -162,66 +149,69 @@ class TableModel:
 
     def expected_tta(self, params: dict[str, Any], target: float, *,
                      digest: str | None = None) -> float:
-        """The median TTA over the neighbour's seeds (inf when the median misses): the "true"
+        """The median TTA over the recorded seeds (inf when the median misses): the "true"
         quality of a config, against which a search's pick is judged."""
         ttas = [t if t is not None else math.inf
                 for t in (r.tta(target) for r in self.runs(params, digest=digest))]
         return statistics.median(ttas) if ttas else math.inf
 
-    def space_configs(self) -> list[dict[str, Any]]:
-        """The params of every sampled table config (one per config)."""
-        return [rs[0]["params"] for rs in self.by_config.values() if self._sampled(rs[0])]
+    def coverage(self, grid: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """How many schedule × batch points of ``grid`` the table holds."""
+        return sum(self.conv_key(p) in self.by_conv for p in grid), len(grid)
+
+    def layouts(self) -> list[dict[str, Any]]:
+        """Every layout the table has runs of (its registry values)."""
+        seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for r in self.records:
+            seen.setdefault(_layout(r["params"]), {n: r["params"][n] for n in LAYOUT_DIMS
+                                                    if n in r["params"]})
+        return list(seen.values())
 
 
-def _median_axis(axes: list[list[float]]) -> list[float]:
-    n = min(len(a) for a in axes)
-    return [statistics.median(a[k] for a in axes) for k in range(n)]
+def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Kendall's τ-b (ties allowed; inf compares as larger than every finite value)."""
+    concordant = discordant = ties_x = ties_y = 0
+    n = len(xs)
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx = (xs[i] > xs[j]) - (xs[i] < xs[j])
+            dy = (ys[i] > ys[j]) - (ys[i] < ys[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif dx == dy:
+                concordant += 1
+            else:
+                discordant += 1
+    denom = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denom if denom else 0.0
 
 
-def _scaled(dim: Dimension, value: Any) -> float:
-    assert dim.low is not None and dim.high is not None
-    lo, hi, v = float(dim.low), float(dim.high), float(value)
-    if dim.log:
-        lo, hi, v = math.log(lo), math.log(hi), math.log(v)
-    return 0.0 if hi == lo else (v - lo) / (hi - lo)
+def _mean_abs_diff(a: list[float], b: list[float]) -> float:
+    n = min(len(a), len(b))
+    return statistics.fmean(abs(a[k] - b[k]) for k in range(n)) if n else math.nan
 
 
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties; inf values rank last)."""
-    def ranks(v: Sequence[float]) -> list[float]:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        out = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2.0
-            i = j + 1
-        return out
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
-    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
-    return cov / (sx * sy) if sx and sy else 0.0
-
-
-def leave_one_out(model: TableModel, target: float) -> dict[str, Any]:
-    """How well the nearest other config predicts each table config's median TTA: Spearman's
-    rank correlation (misses rank last) and hit/miss agreement, over the sampled configs."""
-    actual, predicted = [], []
-    for cid, rs in model.by_config.items():
-        params = rs[0]["params"]
-        other = model.neighbour(params, exclude=cid) if model._sampled(rs[0]) else None
-        times = model.times(params)
-        if other is None or times is None:
+def layout_check(model: TableModel) -> dict[str, Any]:
+    """Convergence on other layouts against the reference layout, at the same schedule and
+    batch: the mean |Δ accuracy| per evaluation, beside the same figure between seeds of the
+    repeats (the noise floor)."""
+    pairs = []
+    for r in model.records:
+        if r["phase"] != "cells":
             continue
-        own = [model._run(r, params, times).tta(target) for r in rs]
-        near = [model._run(r, params, times).tta(target) for r in model.by_config[other]]
-        actual.append(statistics.median([t if t is not None else math.inf for t in own]))
-        predicted.append(statistics.median([t if t is not None else math.inf for t in near]))
-    agree = sum(math.isinf(a) == math.isinf(p) for a, p in zip(actual, predicted, strict=True))
-    return {"configs": len(actual), "spearman": spearman(actual, predicted) if actual else 0.0,
-            "hit_miss_agreement": agree / len(actual) if actual else 0.0}
+        ref = [x for x in model.by_conv.get(model.conv_key(r["params"]), []) if x["seed"] == 0]
+        if ref:
+            pairs.append(_mean_abs_diff([c[2] for c in r["curve"]],
+                                        [c[2] for c in ref[0]["curve"]]))
+    seeds = []
+    for runs in [*model.by_conv.values(), *model.by_digest.values()]:
+        for a, b in ((a, b) for i, a in enumerate(runs) for b in runs[i + 1:]):
+            seeds.append(_mean_abs_diff([c[2] for c in a["curve"]], [c[2] for c in b["curve"]]))
+    return {"layout_pairs": len(pairs),
+            "layout_mean_abs_diff": statistics.fmean(pairs) if pairs else math.nan,
+            "seed_pairs": len(seeds),
+            "seed_mean_abs_diff": statistics.fmean(seeds) if seeds else math.nan}

@@ -2,32 +2,37 @@
 
     .venv/bin/python -m bench.table [--workdir bench-work] [--limit N] [--quick]
 
-Real training runs of the frozen workload :data:`WORKLOAD` over its space, each to max epochs with
-no stop at the target (so that a replay can apply any target and any prune point). What it runs,
-in this order (a rerun skips every (config, seed) already in the table, so the run resumes across
-sessions; ``--limit`` stops after N new runs):
+Real training runs of the frozen workload :data:`WORKLOAD`, each to max epochs with no stop at
+the target (so that a replay can apply any target and any prune point). Its space is a grid:
+every schedule × batch point is recorded, so the replay looks runs up instead of guessing them.
+What it runs, in this order (a rerun skips every (config, seed) already in the table, so the run
+resumes across sessions; ``--limit`` stops after N new runs):
 
-1. **repeats**: the first :data:`REPEAT_POINTS` Sobol points and the seed baseline, with seeds
-   0, 1 and 2: the run-to-run spread (and, with it, the workload's signal: ``bench.signal``);
-2. **sobol**: Sobol points up to :data:`SOBOL_POINTS` (scrambled, seed 0, over the unit cube of
-   the space's dimensions, mapped as a sampler would; infeasible points are skipped), seed 0;
-3. **neighbours** of the baseline: its schedule with every LR halved and doubled;
-4. **layout checks**: the first repeat points again on another layout at the same global batch,
-   seed 0, to check the replay's assumption that convergence does not depend on the layout.
+1. **repeats**: :data:`REPEATS` grid points (drawn with ``random.Random(0)`` before any run) on
+   the reference layout, and the seed baseline on its own layout, with seeds 0, 1 and 2: the
+   run-to-run spread (and, with it, the workload's signal: ``bench.signal``);
+2. **cells**: one probe schedule at every batch on every other feasible layout, seed 0: the time
+   axis of each (layout, batch) cell, and the check of the replay's assumption that convergence
+   does not depend on the layout at a fixed global batch (the same config on the reference
+   layout is in the grid);
+3. **grid**: every other grid point on the reference layout, seed 0;
+4. **neighbours** of the baseline: its schedule with every LR halved and doubled.
 
-Each record holds the config, the whole curve (epoch, training seconds and validation accuracy at
-every evaluation), images/s, start-up, outcome, the machine (CPU, ISA flags, class), commit, date
-and the load average around the run. One machine class per table: the file is named by the class,
-``bench/tables/<workload>.<class>.jsonl``. Figures are on a synthetic stand-in for BBBC021.
+Each record holds the config, the whole curve (epoch, training seconds and validation accuracy
+at every evaluation; node-seconds = seconds × ``nodes``), images/s, start-up, outcome, the
+machine (CPU, ISA flags, class), commit, date and the load average around the run. One machine
+class per table: the file is named by the class, ``bench/tables/<workload>.<class>.jsonl``.
+Figures are on a synthetic stand-in for BBBC021.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
-import math
 import os
+import random
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -35,25 +40,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import qmc
-
 from bench.common import machine, run_job, synth_tree
+from explorer.layout_first import LAYOUT_DIMS
 from explorer.mcnn.events import read_events
 from explorer.record import median_images_per_sec
 from explorer.workloads import WORKLOADS, Workload
 from launchers.hosts import HostInfo, detect_local
 from mcnn_base.native_logs import filter_native_info
 from search_spaces.baseline import seed_baseline
-from search_spaces.plan import build_plan, sample_params
-from search_spaces.space import Dimension, SearchSpace, load_space
+from search_spaces.plan import build_plan
+from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["WORKLOAD", "Planned", "digest", "planned_runs", "read_table", "sobol_params", "table_path"]
+__all__ = ["WORKLOAD", "Planned", "digest", "find_table", "grid_params", "load_table",
+           "planned_runs", "read_table", "table_path"]
 
 WORKLOAD = WORKLOADS["bench-v2"]
-SOBOL_POINTS = 64
-REPEAT_POINTS = 5
+REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
 REPEAT_SEEDS = (0, 1, 2)
-LAYOUT_CHECKS = 3
+REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's runs
+PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}  # the cells' schedule
 TABLES = Path(__file__).resolve().parent / "tables"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +68,7 @@ class Planned:
     """One run of the table: a config (registry values + config overrides) and a seed."""
 
     config_id: str
-    phase: str  # repeat | sobol | neighbour | layout
+    phase: str  # repeat | cells | grid | neighbour
     params: dict[str, Any]
     overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -73,49 +78,21 @@ class Planned:
         return (self.config_id, self.seed)
 
 
-class _Unit:
-    """A :class:`~search_spaces.plan.Suggester` that maps one point of the unit cube onto the
-    space's dimensions, as Optuna's samplers map theirs (log dims on the log scale)."""
-
-    def __init__(self, point: Sequence[float], names: Sequence[str]) -> None:
-        self.u = dict(zip(names, point, strict=True))
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        u = self.u[name]
-        if log:
-            return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-        value = low + u * (high - low)
-        if step:
-            value = low + round((value - low) / step) * step
-        return float(min(high, value))
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        n = (high - low) // step + 1
-        return low + min(n - 1, int(self.u[name] * n)) * step
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        return choices[min(len(choices) - 1, int(self.u[name] * len(choices)))]
+def grid_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Every point of the space's non-layout dimensions (all lists of choices), in file order."""
+    names = [n for n in space.dimensions if n not in LAYOUT_DIMS]
+    for n in names:
+        if space.dimensions[n].kind != "categorical":
+            raise ValueError(f"the table needs a grid space: {n} is a {space.dimensions[n].kind} "
+                             "range, not a list of choices")
+    return [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(space.dimensions[n].choices for n in names))]
 
 
-def _rounded(params: dict[str, Any], dims: dict[str, Dimension]) -> dict[str, Any]:
-    return {k: (float(f"{v:.4g}") if dims[k].kind == "float" else v) for k, v in params.items()}
-
-
-def sobol_params(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int, data_root: Path,
-                 n: int, *, seed: int = 0) -> list[dict[str, Any]]:
-    """The first ``n`` feasible points of a scrambled Sobol sequence over ``space``."""
-    names = list(space.dimensions)
-    sobol = qmc.Sobol(d=len(names), scramble=True, seed=seed)
-    out: list[dict[str, Any]] = []
-    while len(out) < n:
-        for point in sobol.random(16):
-            params = _rounded(sample_params(space, _Unit(point, names)), space.dimensions)
-            plan = build_plan(space, params, data_root=data_root, n_train=n_train, hosts=hosts,
-                              overrides={"target_accuracy": None})
-            if plan.feasible and len(out) < n:
-                out.append(params)
-    return out
+def _layouts(space: SearchSpace) -> list[dict[str, Any]]:
+    names = [n for n in space.dimensions if n in LAYOUT_DIMS]
+    return [dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(space.dimensions[n].choices for n in names))]
 
 
 def _scaled(schedule: str, factor: float) -> str:
@@ -123,38 +100,80 @@ def _scaled(schedule: str, factor: float) -> str:
     return ";".join(f"{float(p) * factor:.4g}" if i % 2 == 0 else p for i, p in enumerate(parts))
 
 
-def _other_layout(params: dict[str, Any], cores: int) -> dict[str, Any]:
-    """The same config on another layout with the same per-node batch (so the same global
-    batch): one rank more or fewer, the cores shared out again."""
-    ranks = 2 if int(params.get("ranks_per_node", 1)) == 1 else 1
-    return {**params, "ranks_per_node": ranks, "threads_per_rank": max(1, cores // ranks),
-            "binding": "core"}
+def config_name(params: dict[str, Any]) -> str:
+    """A short, stable name of a config (``lr0.01-wu0-dec5-b32-r1-t2``)."""
+    short = {"peak_lr": "lr", "warmup_epochs": "wu", "first_decay_epoch": "dec",
+             "per_node_batch": "b", "ranks_per_node": "r", "threads_per_rank": "t"}
+    return "-".join(f"{short.get(k, k)}{v:g}" if isinstance(v, float) else f"{short.get(k, k)}{v}"
+                    for k, v in params.items())
 
 
 def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
-                 data_root: Path, *, points: int = SOBOL_POINTS) -> list[Planned]:
-    """Every run of the table, in the order the module doc gives."""
-    sobol = sobol_params(space, hosts, n_train, data_root, points)
+                 data_root: Path) -> list[Planned]:
+    """Every run of the table, in the order the module doc gives (infeasible ones dropped)."""
+    grid = grid_params(space)
+    repeats = random.Random(0).sample(range(len(grid)), min(REPEATS, len(grid)))
+    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
     base = seed_baseline(space, hosts, n_train)
-    repeats = min(REPEAT_POINTS, len(sobol))
-    runs = [Planned(f"sobol{i:03d}", "repeat", sobol[i], seed=s)
-            for s in REPEAT_SEEDS for i in range(repeats)]
+    runs = [Planned(config_name({**grid[i], **ref}), "repeat", {**grid[i], **ref}, seed=s)
+            for s in REPEAT_SEEDS for i in repeats]
     runs += [Planned("baseline", "repeat", base.params, base.overrides, seed=s)
              for s in REPEAT_SEEDS]
-    runs += [Planned(f"sobol{i:03d}", "sobol", sobol[i]) for i in range(repeats, len(sobol))]
+    for layout in _layouts(space):
+        if layout == ref:
+            continue
+        for batch in space.dimensions["per_node_batch"].choices:
+            params = {**PROBE, "per_node_batch": batch, **layout}
+            runs.append(Planned(config_name(params), "cells", params))
+    runs += [Planned(config_name({**p, **ref}), "grid", {**p, **ref})
+             for i, p in enumerate(grid) if i not in repeats]
     schedule = base.overrides["schedule"]
     for factor in (0.5, 2.0):
         overrides = {**base.overrides, "schedule": {**schedule, "piecewise": _scaled(
             str(schedule["piecewise"]), factor)}}
         runs.append(Planned(f"baseline-lr×{factor:g}", "neighbour", base.params, overrides))
-    cores = min(h.cores for h in hosts)
-    runs += [Planned(f"sobol{i:03d}-layout", "layout", _other_layout(sobol[i], cores))
-             for i in range(min(LAYOUT_CHECKS, repeats))]
-    return runs
+    return [r for r in runs if build_plan(
+        space, r.params, data_root=data_root, n_train=n_train, hosts=hosts,
+        overrides={**r.overrides, "target_accuracy": None}).feasible]
 
 
 def table_path(workload: Workload, machine_class: str, root: Path = TABLES) -> Path:
     return root / f"{workload.id}.{machine_class}.jsonl"
+
+
+def find_table(workload: Workload, machine_class: str, *, quick: bool,
+               root: Path = TABLES) -> Path:
+    """This machine class's table of ``workload``; with ``quick`` (a smoke run that measures
+    nothing) any class's table when this one has none.
+
+    Raises:
+        SystemExit: no table to read (a one-line error).
+    """
+    own = table_path(workload, machine_class, root)
+    if own.is_file():
+        return own
+    others = sorted(root.glob(f"{workload.id}.*.jsonl"))
+    if quick and others:
+        return others[0]
+    raise SystemExit(f"error: no table of {workload.id} for machine class {machine_class} "
+                     f"({own} is missing); record one with python -m bench.table, or pass "
+                     f"--table with one of: {', '.join(map(str, others)) or 'none recorded'}")
+
+
+def load_table(table: str | None, *, quick: bool) -> tuple[Path, list[dict[str, Any]]]:
+    """The table to analyse (``--table``, else :func:`find_table`'s) and its runs of
+    :data:`WORKLOAD`.
+
+    Raises:
+        SystemExit: no table, or none of its runs is of the workload (a one-line error).
+    """
+    path = Path(table) if table else find_table(WORKLOAD, machine()["machine_class"],
+                                                quick=quick)
+    records = [r for r in read_table(path) if r.get("workload") == WORKLOAD.id]
+    if not records:
+        raise SystemExit(f"error: {path} holds no run of {WORKLOAD.id}; record them with "
+                         "python -m bench.table")
+    return path, records
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -252,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.table) if args.table else table_path(WORKLOAD, machine()[
             "machine_class"])
         limit = args.limit
-    runs = planned_runs(space, hosts, n_train, data,
-                        points=REPEAT_POINTS if args.quick else SOBOL_POINTS)
+    runs = planned_runs(space, hosts, n_train, data)
     records = read_table(path)
     classes = {r["machine"]["machine_class"] for r in records}
     here = machine()["machine_class"]

@@ -1,4 +1,5 @@
-"""The replay and its table model, on a hand-made table of known curves (no training)."""
+"""The table plan, the table model and the replay, on a hand-made table of known curves (no
+training): exact look-ups, per-layout time axes, pruning costs, the oracle and the statistics."""
 
 from __future__ import annotations
 
@@ -10,31 +11,50 @@ from typing import Any
 import optuna
 import pytest
 
-from bench.replay import STRATEGIES, Setting, bootstrap_ratio, oracle, replay
-from bench.surrogate import TableModel, leave_one_out, spearman
-from bench.table import WORKLOAD, digest, planned_runs, sobol_params
+from bench.replay import (
+    STRATEGIES,
+    Setting,
+    bootstrap_median,
+    bootstrap_ratio,
+    figures,
+    oracle,
+    replay,
+)
+from bench.surrogate import TableModel, kendall_tau, layout_check
+from bench.table import (
+    PROBE,
+    REFERENCE_LAYOUT,
+    WORKLOAD,
+    digest,
+    find_table,
+    grid_params,
+    planned_runs,
+)
 from launchers.hosts import HostInfo
 from search_spaces.baseline import seed_baseline
 from search_spaces.space import load_space
 
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 SPACE = load_space(WORKLOAD.space)
 HOSTS = [HostInfo("localhost", 2)]
 N_TRAIN = 4000
 EVALS = [0.5 * k for k in range(1, 13)]  # the workload evaluates twice an epoch to 6 epochs
-RATE = {16: 250.0, 32: 300.0, 64: 330.0}  # images/s by per-node batch (1 rank × 2 threads)
+RATE = {16: 250.0, 32: 300.0, 64: 330.0}  # images/s by per-node batch on 1 rank × 2 threads
+BASE = seed_baseline(SPACE, HOSTS, N_TRAIN)
 
 
 def _speed(params: dict[str, Any]) -> float:
-    ranks, threads = params["ranks_per_node"], params["threads_per_rank"]
+    ranks, threads = params.get("ranks_per_node", 1), params.get("threads_per_rank", 1)
     return RATE[params["per_node_batch"]] * (1.0 if ranks * threads == 2 else 0.6) * (
         0.9 if ranks == 2 else 1.0)
 
 
-def _curve(params: dict[str, Any], seed: int, lr_key: float | None = None) -> list[list[float]]:
-    """Accuracy rises faster the closer the peak LR is to 0.02, with seed noise."""
-    lr = lr_key if lr_key is not None else params.get("peak_lr", 0.008)
-    rate = 0.9 - 0.5 * abs(math.log(lr / 0.02))
-    rng = random.Random(seed * 1000 + int(lr * 1e6))
+def _curve(params: dict[str, Any], seed: int) -> list[list[float]]:
+    """Accuracy rises faster the closer the peak LR is to 0.02 (layout-independent), with seed
+    noise; evaluation k ends at k × (half an epoch's training + 1 s of evaluation) + 2 s."""
+    lr = params.get("peak_lr", 0.008)
+    rate = 0.9 - 0.5 * abs(math.log(lr / 0.02)) - 0.1 * params.get("warmup_epochs", 0.0)
+    rng = random.Random(seed * 1000 + int(lr * 1e6) + params["per_node_batch"])
     t_eval = 0.5 * N_TRAIN / _speed(params)
     return [[e, round((k + 1) * (t_eval + 1.0) + 2.0, 3),
              round(min(0.97, 0.25 + 0.7 * (1 - math.exp(-rate * e)) + rng.gauss(0, 0.01)), 5)]
@@ -54,65 +74,61 @@ def _record(config_id: str, phase: str, params: dict[str, Any], seed: int = 0,
 
 @pytest.fixture(scope="module")
 def records() -> list[dict[str, Any]]:
-    points = sobol_params(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"), 40)
-    out = [_record(f"sobol{i:03d}", "repeat" if i < 3 else "sobol", p, seed=0)
-           for i, p in enumerate(points)]
-    out += [_record(f"sobol{i:03d}", "repeat", points[i], seed=s) for s in (1, 2)
-            for i in range(3)]
-    base = seed_baseline(SPACE, HOSTS, N_TRAIN)
-    out += [_record("baseline", "repeat", base.params, s, base.overrides) for s in range(3)]
-    return out
+    return [_record(p.config_id, p.phase, p.params, p.seed, p.overrides)
+            for p in planned_runs(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"))]
 
 
 @pytest.fixture(scope="module")
 def setting(records: list[dict[str, Any]]) -> Setting:
-    return Setting(TableModel(records, SPACE), SPACE, HOSTS, N_TRAIN, 0.8, 3000.0,
-                   seed_baseline(SPACE, HOSTS, N_TRAIN))
+    return Setting(TableModel(records, SPACE), SPACE, HOSTS, N_TRAIN, 0.8, 3000.0, BASE)
 
 
-def test_the_table_plan_repeats_first_then_sobol_neighbours_and_layout_checks():
-    runs = planned_runs(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"), points=8)
+def test_the_table_plan_covers_the_grid_once_with_repeats_cells_and_neighbours():
+    runs = planned_runs(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"))
     phases = [r.phase for r in runs]
-    assert phases == sorted(phases, key=["repeat", "sobol", "neighbour", "layout"].index)
+    assert phases == sorted(phases, key=["repeat", "cells", "grid", "neighbour"].index)
     assert len({r.key for r in runs}) == len(runs)  # no run twice
+    grid = grid_params(SPACE)
+    assert len(grid) == 4 * 2 * 2 * 3
+    on_ref = {tuple(sorted(r.params.items())) for r in runs if r.phase in ("repeat", "grid")
+              and r.seed == 0 and not r.overrides}
+    assert on_ref == {tuple(sorted({**p, **REFERENCE_LAYOUT}.items())) for p in grid}
     repeats = [r for r in runs if r.phase == "repeat"]
     assert len(repeats) == 6 * 3 and {r.seed for r in repeats} == {0, 1, 2}
-    for check in (r for r in runs if r.phase == "layout"):  # same batch, another layout
-        own = next(r for r in runs if r.config_id == check.config_id.removesuffix("-layout"))
-        assert check.params["per_node_batch"] == own.params["per_node_batch"]
-        assert check.params["ranks_per_node"] != own.params["ranks_per_node"]
+    cells = [r for r in runs if r.phase == "cells"]  # 1×1 and 2×1 (2×2 is over 2 cores)
+    assert {(r.params["ranks_per_node"], r.params["threads_per_rank"]) for r in cells} == {
+        (1, 1), (2, 1)}
+    assert all({k: r.params[k] for k in PROBE} == PROBE for r in cells) and len(cells) == 6
 
 
-def test_a_fixed_config_is_looked_up_exactly_and_a_sampled_one_by_its_batch(setting):
+def test_points_are_looked_up_exactly_and_a_point_the_table_lacks_is_not_answered(setting):
     model = setting.model
-    base = setting.baseline
-    assert model.neighbour(base.params, digest=digest(base.params, base.overrides)) == "baseline"
-    some = next(r for r in model.records if r["config_id"] == "sobol005")["params"]
-    near = dict(some, peak_lr=some["peak_lr"] * 1.001)
-    assert model.neighbour(near) == "sobol005"
-    other_batch = dict(near, per_node_batch=16 if some["per_node_batch"] != 16 else 32)
-    assert model.neighbour(other_batch) != "sobol005"
-
-
-def test_the_time_axis_is_the_layouts_own(setting):
-    model = setting.model
-    some = model.space_configs()[0]
-    slow = dict(some, ranks_per_node=1, threads_per_rank=1)
-    fast = dict(some, ranks_per_node=1, threads_per_rank=2)
-    t_slow, t_fast = model.times(slow), model.times(fast)
-    assert t_slow is not None and t_fast is not None and t_slow[-1] > t_fast[-1]
     rng = random.Random(0)
-    run_slow, run_fast = model.run(slow, rng), model.run(fast, random.Random(0))
-    assert run_slow is not None and run_fast is not None
+    assert model.seeds(BASE.params, digest(BASE.params, BASE.overrides))[0]["config_id"] == (
+        "baseline")
+    point = {**grid_params(SPACE)[7], **REFERENCE_LAYOUT}
+    run = model.run(point, rng)
+    assert run is not None and run.config_id == next(
+        r["config_id"] for r in model.records if r["params"] == point)
+    assert model.run({**point, "peak_lr": 0.03}, rng) is None  # not a grid point
+
+
+def test_the_time_axis_is_the_layouts_own_and_the_curve_is_not(setting):
+    model = setting.model
+    point = {**grid_params(SPACE)[3], **REFERENCE_LAYOUT}
+    slow = {**point, "ranks_per_node": 1, "threads_per_rank": 1}
+    run_fast, run_slow = model.run(point, random.Random(0)), model.run(slow, random.Random(0))
+    assert run_fast is not None and run_slow is not None
+    assert run_slow.timeline[-1][0] > run_fast.timeline[-1][0]
     assert [a for _, a in run_slow.timeline] == [a for _, a in run_fast.timeline]
 
 
 def test_replays_run_every_strategy_within_the_budget(setting):
     for name, (sampler, _, _) in STRATEGIES.items():
-        if sampler == "gp":
+        if sampler == "gp":  # minutes; tests/explorer_tests/test_sampler_view.py covers GP
             continue
         trace = replay(setting, name, seed=1)
-        assert trace.trials > 3 and trace.points, name
+        assert trace.trials > 3 and trace.points and trace.unanswered == 0, name
         spent = [p[0] for p in trace.points]
         assert spent == sorted(spent) and spent[-1] - setting.budget_s < 200.0
         assert trace.pick is not None
@@ -121,36 +137,58 @@ def test_replays_run_every_strategy_within_the_budget(setting):
 def test_a_pruned_trial_costs_only_its_time_to_the_prune_point(setting):
     trace = replay(setting, "tpe+sh", seed=3)
     assert trace.pruned >= 1
-    times = setting.model.times(setting.model.space_configs()[0])
+    times = setting.model.times({**grid_params(SPACE)[0], **REFERENCE_LAYOUT})
     assert times is not None
-    full = 8.0 + times[-1]
     costs = [b[0] - a[0] for a, b in zip(trace.points, trace.points[1:], strict=False)]
-    assert min(costs) < 0.7 * full
+    assert min(costs) < 0.7 * (8.0 + times[-1])
 
 
-def test_the_oracle_is_no_worse_than_any_pick(setting):
+def test_a_partial_table_fails_the_points_it_lacks_and_goes_on(records):
+    some = [r for r in records if r["phase"] != "grid" or r["params"]["peak_lr"] != 0.02]
+    s = Setting(TableModel(some, SPACE), SPACE, HOSTS, N_TRAIN, 0.8, 2000.0, BASE)
+    trace = replay(s, "random", seed=0)
+    assert trace.unanswered >= 1 and trace.trials >= 3
+
+
+def test_the_oracle_is_no_worse_than_any_pick_and_figures_compare_to_random(setting):
     best = oracle(setting)
     assert math.isfinite(best)
-    for name in ("random", "tpe"):
-        assert replay(setting, name, seed=0).final >= best
+    traces = {name: [replay(setting, name, seed) for seed in range(3)]
+              for name in ("random", "tpe")}
+    assert all(t.final >= best for ts in traces.values() for t in ts)
+    rows, figs = figures(traces, quality=1.1 * best, base_tta=200.0,
+                         budget_s=setting.budget_s)
+    assert [r[0] for r in rows] == ["random", "tpe"] and figs["random"]["vs_random"] is None
+    assert figs["tpe"]["vs_random"] is not None and figs["tpe"]["seeds"] == 3
 
 
-def test_leave_one_out_ranks_a_smooth_table_well(setting):
-    loo = leave_one_out(setting.model, 0.8)
-    assert loo["configs"] >= 30 and loo["spearman"] > 0.3  # the LR decides; 3 dims are noise
+def test_the_layout_check_sees_layout_independent_curves(setting):
+    check = layout_check(setting.model)
+    assert check["layout_pairs"] == 6 and check["seed_pairs"] >= 6 * 3
+    assert check["layout_mean_abs_diff"] < 0.5 * check["seed_mean_abs_diff"]
 
 
-def test_spearman_and_bootstrap():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, math.inf], [1, 2, 3]) == pytest.approx(1.0)
+def test_kendall_tau_and_the_bootstrap():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, math.inf], [1, 2, 3]) == pytest.approx(1.0)
+    assert bootstrap_median([5.0] * 10) == (5.0, 5.0, 5.0)
     point, lo, hi = bootstrap_ratio([10.0] * 20, [20.0] * 20)
     assert point == lo == hi == pytest.approx(0.5)
     point, lo, hi = bootstrap_ratio([1.0, 2.0, 3.0, 50.0] * 5, [2.0, 4.0, 6.0, 100.0] * 5)
     assert lo <= point <= hi and point == pytest.approx(0.5)
+    assert math.isnan(bootstrap_ratio([math.inf] * 3, [math.inf] * 3)[1])
 
 
 def test_replays_are_reproducible(setting):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     a, b = replay(setting, "tpe+sh", seed=7), replay(setting, "tpe+sh", seed=7)
     assert a.points == b.points
+
+
+def test_a_table_of_another_machine_class_is_read_only_by_a_smoke_run(tmp_path):
+    other = tmp_path / f"{WORKLOAD.id}.amx.jsonl"
+    other.write_text("")
+    assert find_table(WORKLOAD, "avx512", quick=True, root=tmp_path) == other
+    with pytest.raises(SystemExit, match=r"no table of bench-v2 for machine class avx512 .*"
+                                         r"python -m bench.table"):
+        find_table(WORKLOAD, "avx512", quick=False, root=tmp_path)

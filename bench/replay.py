@@ -90,6 +90,7 @@ class Trace:
     strategy: str
     seed: int
     points: list[tuple[float, float]] = field(default_factory=list)
+    observed: list[tuple[float, float]] = field(default_factory=list)  # best TTA the study saw
     trials: int = 0
     pruned: int = 0
     infeasible: int = 0
@@ -216,7 +217,10 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
         best = best_trial(study)
         if best is None:
             trace.points.append((spent, math.inf))
+            trace.observed.append((spent, math.inf))
             continue
+        tta = best.user_attrs.get("tta_s")
+        trace.observed.append((spent, math.inf if tta is None else float(tta)))
         if best.number not in judged:
             params, best_key = planned[best.number]
             judged[best.number] = s.model.expected_tta(params, s.target, digest=best_key)

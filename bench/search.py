@@ -1,18 +1,18 @@
-"""Search efficiency: TPE + median pruning vs TPE without pruning vs random, at equal compute.
+"""Real studies on the bench workload, to check what the replay (``bench.replay``) predicts.
 
-    .venv/bin/python -m bench.search [--quick] [--workdir bench-work] [--seeds 3]
-                                     [--budget-node-s 600]
+    .venv/bin/python -m bench.search [--strategies tpe+sh random] [--seeds 3]
+                                     [--budget-runs 10] [--workdir bench-work] [--quick]
 
-Each (search, seed) is a real TTA study of ``search_spaces/tiny.yaml`` on the demo-size synthetic
-data (64×80, 360 images, target 0.45), stopped by a compute budget (node-seconds of its trials).
-All studies live in one sqlite storage, so an interrupted run resumes where it stopped: rerun the
-same command.
+Each (strategy, seed) is a real study of workload ``bench-v2`` (its grid space, data and target,
+the seed baseline first, as ``bench.replay`` simulates it), stopped once its trials have used
+``--budget-runs`` × the table's median full run in node-seconds. All studies share one sqlite
+storage under ``WORKDIR/search``, so an interrupted run resumes: rerun the same command (a study
+that has spent its budget ends at once).
 
-Reported, median over seeds: the best TTA found against compute spent, and the compute each search
-needed to come within 10 % of the best TTA seen in any study; then TPE+pruning ÷ random and
-TPE+pruning ÷ TPE without pruning (targets ≤ 0.5 and ≤ 0.6). The same ratios follow against
-each seed's own best, and "to the same quality": per seed, the compute each search needed to reach
-the worse of the two searches' final bests (so neither is censored), median over seeds.
+Reported per strategy, median over seeds: the best TTA each study observed within the budget and
+the expected TTA of its pick (median over the table's seeds of that config), beside the replay's
+prediction of both for the same seeds and budget; then whether the replay's ordering of the
+strategies held. Figures are on a synthetic stand-in for BBBC021.
 """
 
 from __future__ import annotations
@@ -26,180 +26,131 @@ from typing import Any
 
 import optuna
 
-from bench.common import emit, machine, synth_tree, table, verdict
+from bench.common import emit, machine, synth_tree, table
+from bench.replay import QUALITY, STRATEGIES, Setting, oracle, replay
+from bench.surrogate import TableModel
+from bench.table import WORKLOAD, digest, load_table
 from explorer.cli_study import quiet_libraries
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine
-from explorer.record import Outcome, TrialRecord
+from explorer.record import Outcome, records
 from explorer.study import StudySettings
 from launchers import MpirunLauncher
 from launchers.hosts import detect_local
 from mcnn_base.native_logs import filter_native_info
+from search_spaces.baseline import seed_baseline
+from search_spaces.space import load_space
 
-REPO = Path(__file__).resolve().parents[1]
-SEARCHES = {"tpe+median": ("tpe", "median"), "tpe": ("tpe", "none"), "random": ("random", "none")}
+__all__ = ["study_trace"]
 
 
-def curve(study: optuna.Study) -> list[tuple[float, float]]:
-    """(node-seconds spent, best TTA so far) after each trial, in trial order."""
-    spent, best, out = 0.0, math.inf, []
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if not t.state.is_finished():
+def study_trace(study: optuna.Study, model: TableModel,
+                target: float) -> list[tuple[float, float, float]]:
+    """After each finished trial: (node-seconds spent, best observed TTA, expected TTA of the
+    pick) — the pick being the best completed trial so far, as ``explorer.study.best_trial``."""
+    spent, best_value, observed, expected = 0.0, math.inf, math.inf, math.inf
+    out = []
+    for r in sorted(records(study), key=lambda r: r.number):
+        if r.state in (Outcome.WAITING, Outcome.RUNNING):
             continue
-        r = TrialRecord.from_frozen(t)
         spent += r.node_s
-        if r.state is Outcome.COMPLETED and r.tta_s is not None:
-            best = min(best, float(r.tta_s))
-        out.append((spent, best))
+        if r.state is Outcome.COMPLETED and r.values and r.values[0] < best_value:
+            best_value = r.values[0]
+            observed = r.tta_s if r.tta_s is not None else math.inf
+            key = digest(r.fixed["params"], r.fixed.get("overrides") or {}) if r.fixed else None
+            params = dict(r.fixed["params"]) if r.fixed else dict(r.params)
+            expected = model.expected_tta(params, target, digest=key)
+        out.append((spent, observed, expected))
     return out
 
 
-def compute_to(points: list[tuple[float, float]], threshold: float) -> float:
-    return next((spent for spent, best in points if best <= threshold), math.inf)
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.inf
 
 
-def best_at(points: list[tuple[float, float]], budget: float) -> float:
-    return min((best for spent, best in points if spent <= budget), default=math.inf)
+def _s(x: float) -> str:
+    return "miss" if math.isinf(x) else f"{x:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI smoke run")
-    parser.add_argument("--workdir", default="bench-work")
+    parser.add_argument("--strategies", nargs="+", default=["tpe+sh", "random"],
+                        choices=list(STRATEGIES))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget-node-s", type=float, default=600.0)
+    parser.add_argument("--budget-runs", type=float, default=10.0)
+    parser.add_argument("--table", default=None)
+    parser.add_argument("--workdir", default="bench-work")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: one short study "
+                        "on a small tree (exercises the code, measures nothing)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_libraries()
     root = Path(args.workdir).resolve()
-    images = 96 if args.quick else 360
-    data = synth_tree(root / f"data-64x80-{images}", (64, 80), images, 5)
+    os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
+    path, table_records = load_table(args.table, quick=args.quick)
+    space = load_space(WORKLOAD.space)
+    model = TableModel(table_records, space)
+    full = _median([float(r["job_wall_s"]) for r in model.records])
+    hosts = [detect_local()]
+    if args.quick:
+        data = synth_tree(root / "data-64x80-1000-m3", WORKLOAD.tiff_size, 1000, WORKLOAD.moas)
+        n_train, budget, seeds, strategies = 800, 40.0, [0], args.strategies[:1]
+        overrides: dict[str, Any] = {"max_epochs": 1}
+    else:
+        data = root / f"data-{WORKLOAD.id}"
+        if not (data / "BBBC021_v1_image.csv").is_file():
+            WORKLOAD.synthesize(data)
+        n_train, budget = WORKLOAD.images - WORKLOAD.val_images, args.budget_runs * full
+        seeds, strategies, overrides = list(range(args.seeds)), args.strategies, {}
     work = root / ("search-quick" if args.quick else "search")
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
-    seeds = [0] if args.quick else list(range(args.seeds))
-    budget = 20.0 if args.quick else args.budget_node_s
-    target = 0.3 if args.quick else 0.45
-    storage = f"sqlite:///{work / 'optuna.db'}"
-    curves: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in SEARCHES}
-    for seed in seeds:
-        for name, (sampler, pruner) in SEARCHES.items():
+    real: dict[str, list[list[tuple[float, float, float]]]] = {}
+    for name in strategies:
+        sampler, pruner, strategy = STRATEGIES[name]
+        for seed in seeds:
             study_name = f"{name.replace('+', '-')}-seed{seed}"
             settings = StudySettings(
-                space=REPO / "search_spaces" / "tiny.yaml", data_root=data, study=study_name,
-                storage=storage, tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                workdir=work / study_name, hosts=[detect_local()], trials=100_000,
-                trial_timeout_s=300.0, target_accuracy=target, sampler=sampler, pruner=pruner,
-                seed=seed, budget_node_s=budget,
-                overrides={"max_epochs": 4} if args.quick else {})
+                space=WORKLOAD.space, data_root=data, study=study_name,
+                storage=f"sqlite:///{work / 'optuna.db'}",
+                tracking_uri=f"sqlite:///{work / 'mlflow.db'}", workdir=work / study_name,
+                hosts=hosts, trials=100_000, trial_timeout_s=900.0,
+                target_accuracy=WORKLOAD.target_accuracy, sampler=sampler, pruner=pruner,
+                seed=seed, budget_node_s=budget, baseline="seed", strategy=strategy,
+                overrides=overrides)
             with open(os.devnull, "w") as sink:
                 study = StudyDriver(settings, MpirunLauncher(),
                                     progress=ProgressLine(0, stream=sink)).run()
-            curves[name].append(curve(study))
-    best_overall = min((b for cs in curves.values() for c in cs for _, b in c), default=math.inf)
-    threshold = 1.1 * best_overall
-    # the same figure against each seed's own best (its three searches ran back to back, so
-    # machine noise between seeds does not decide it)
-    seed_best = [min((b for cs in curves.values() for _, b in cs[i]), default=math.inf)
-                 for i in range(len(seeds))]
-    rows: list[list[Any]] = []
-    summary: dict[str, dict[str, Any]] = {}
-    medians: dict[str, float] = {}
-    seed_medians: dict[str, float] = {}
-    for name, cs in curves.items():
-        need = [compute_to(c, threshold) for c in cs]
-        need_seed = [compute_to(c, 1.1 * seed_best[i]) for i, c in enumerate(cs)]
-        med_need, med_seed = statistics.median(need), statistics.median(need_seed)
-        at = [statistics.median(best_at(c, budget * f) for c in cs) for f in (0.25, 0.5, 1.0)]
-        trials = statistics.median(len(c) for c in cs)
-        rows.append([name, *at, med_need, med_seed, trials])
-        medians[name], seed_medians[name] = med_need, med_seed
-        summary[name] = {"compute_to_within_10pct": [_json_safe(x) for x in need],
-                         "median": _json_safe(med_need),
-                         "compute_to_within_10pct_of_seed_best": [_json_safe(x)
-                                                                  for x in need_seed],
-                         "median_seed_best": _json_safe(med_seed),
-                         "best_at_25_50_100pct": [_json_safe(x) for x in at], "trials": trials}
-
-    vs_random, rand_bound = censored_ratio(medians["tpe+median"], medians["random"], budget)
-    vs_nopruning, tpe_bound = censored_ratio(medians["tpe+median"], medians["tpe"], budget)
-    seed_vs_random, seed_rand_bound = censored_ratio(seed_medians["tpe+median"],
-                                                     seed_medians["random"], budget)
-    seed_vs_tpe, seed_tpe_bound = censored_ratio(seed_medians["tpe+median"], seed_medians["tpe"],
-                                                 budget)
-    # compute to the same quality, seed by seed: the target is the worse of the two searches'
-    # final bests, so both reached it and neither ratio is censored
-    matched = {base: statistics.median(matched_ratio(curves["tpe+median"][i], curves[base][i])
-                                       for i in range(len(seeds)))
-               for base in ("random", "tpe")}
-    facts = machine()
-    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}; seeds {seeds}, "
-          f"budget {budget:g} node-s per study, target {target}")
-    print(f"best TTA seen in any study: {best_overall:.2f}s; within 10%: <= {threshold:.2f}s")
-    print(table(["search", "best TTA @25%", "@50%", "@100% budget",
-                 "node-s to within 10% (median)", "... of its seed's best", "trials"], rows))
-    print(table(["figure", "value", "target"], [
-        ["compute: TPE+pruning / random", shown(vs_random, rand_bound),
-         verdict(vs_random, 0.5)],
-        ["compute: TPE+pruning / TPE no pruning", shown(vs_nopruning, tpe_bound),
-         verdict(vs_nopruning, 0.6)],
-        ["same, each seed's own best: / random", shown(seed_vs_random, seed_rand_bound),
-         verdict(seed_vs_random, 0.5)],
-        ["same, each seed's own best: / TPE", shown(seed_vs_tpe, seed_tpe_bound),
-         verdict(seed_vs_tpe, 0.6)],
-        ["to the same quality, median per seed: / random", f"{matched['random']:.3g}",
-         verdict(matched["random"], 0.5)],
-        ["to the same quality, median per seed: / TPE", f"{matched['tpe']:.3g}",
-         verdict(matched["tpe"], 0.6)],
-    ]))
-    if rand_bound or tpe_bound:
-        print("'<' marks an upper bound: the other search never came within 10% inside the budget, "
-              "so its compute is counted as the whole budget")
-    emit("search", {"machine": facts, "quick": args.quick, "seeds": seeds, "budget_node_s": budget,
-                    "best_overall_tta_s": _json_safe(best_overall), "summary": summary,
-                    "tpe_median_over_random": _json_safe(vs_random),
-                    "tpe_median_over_random_is_upper_bound": rand_bound,
-                    "tpe_median_over_tpe": _json_safe(vs_nopruning),
-                    "tpe_median_over_tpe_is_upper_bound": tpe_bound,
-                    "seed_best": {"tpe_median_over_random": _json_safe(seed_vs_random),
-                                  "over_random_is_upper_bound": seed_rand_bound,
-                                  "tpe_median_over_tpe": _json_safe(seed_vs_tpe),
-                                  "over_tpe_is_upper_bound": seed_tpe_bound},
-                    "same_quality_median_per_seed": {
-                        "tpe_median_over_random": _json_safe(matched["random"]),
-                        "tpe_median_over_tpe": _json_safe(matched["tpe"])}})
+            real.setdefault(name, []).append(study_trace(study, model,
+                                                         WORKLOAD.target_accuracy))
+            print(f"{study_name}: {len(real[name][-1])} trials, best observed "
+                  f"{_s(real[name][-1][-1][1]) if real[name][-1] else 'miss'}", flush=True)
+    s = Setting(model, space, hosts, n_train, WORKLOAD.target_accuracy, budget,
+                seed_baseline(space, hosts, n_train))
+    best = oracle(s)
+    rows, predicted, measured = [], {}, {}
+    for name, traces in real.items():
+        sim = [replay(s, name, seed) for seed in seeds]
+        measured[name] = _median([t[-1][2] if t else math.inf for t in traces])
+        predicted[name] = _median([t.final for t in sim])
+        rows.append([name, len(traces),
+                     _s(_median([t[-1][1] if t else math.inf for t in traces])),
+                     _s(_median([t.observed[-1][1] if t.observed else math.inf for t in sim])),
+                     _s(measured[name]), _s(predicted[name]),
+                     sum(1 for t in traces if any(p[2] <= QUALITY * best for p in t))])
+    print(f"real studies of {WORKLOAD.describe()} on {machine()['machine_class']}, budget "
+          f"{budget:.0f} node-s, seeds {seeds}; table {path} (synthetic stand-in)")
+    print(table(["strategy", "studies", "best observed TTA s (real)", "(replay)",
+                 "expected TTA of the pick s (real)", "(replay)", "studies within 10 %"], rows))
+    order_real = sorted(measured, key=lambda n: measured[n])
+    order_sim = sorted(predicted, key=lambda n: predicted[n])
+    held = order_real == order_sim
+    print(f"ordering by the pick's expected TTA: real {order_real}, replay {order_sim}: "
+          f"{'held' if held else 'did NOT hold'}")
+    emit("search", {"workload": WORKLOAD.id, "machine": machine(), "quick": args.quick,
+                    "budget_node_s": budget, "seeds": seeds, "rows": rows,
+                    "ordering_held": held})
     return 0
-
-
-def matched_ratio(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    """Compute a needs ÷ compute b needs to reach the worse of their two final bests."""
-    final = [min((best for _, best in c), default=math.inf) for c in (a, b)]
-    if any(math.isinf(f) for f in final):
-        return math.inf
-    target = max(final)
-    return compute_to(a, target) / compute_to(b, target)
-
-
-def censored_ratio(x: float, y: float, budget: float) -> tuple[float, bool]:
-    """x ÷ y for compute-to-target figures, where inf means "not reached within the budget".
-
-    When only y never got there, its true compute is more than the budget, so x ÷ budget is an
-    upper bound on the ratio (returned with True). When x never got there the ratio is inf.
-    """
-    if math.isinf(x):
-        return math.inf, False
-    if math.isinf(y):
-        return x / budget, True
-    return x / y, False
-
-
-def shown(value: float, upper_bound: bool) -> str:
-    return ("< " if upper_bound else "") + ("inf" if math.isinf(value) else f"{value:.3g}")
-
-
-def _json_safe(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isinf(value) else value
 
 
 if __name__ == "__main__":

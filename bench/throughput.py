@@ -31,6 +31,7 @@ from bench.common import (
 )
 from explorer.mcnn.flops import mcnn_flops
 from explorer.mcnn.model import build_mcnn
+from mcnn_base.cpu import has_bf16, isa_flags
 from mcnn_base.native_logs import filter_native_info
 
 TARGETS = {"float32": 0.90, "mixed_bfloat16": 0.75}  # at 1024x1280 (issue 5)
@@ -146,20 +147,27 @@ def main(argv: list[str] | None = None) -> int:
             achieved = rate * train_flops
             ratio = achieved / bound[precision]
             target = TARGETS[precision] if full else None
-            rows.append([f"{h}x{w}", precision, batch, rate, rate / bare, achieved / 1e9,
+            emulated = precision != "float32" and not has_bf16(isa_flags())
+            rows.append([f"{h}x{w}", precision + (" (emulated)" if emulated else ""), batch,
+                         rate, rate / bare, achieved / 1e9,
                          bound[precision] / 1e9, ratio, "-" if target is None else
                          verdict(ratio, target, at_least=True)])
             results.append({"size": f"{h}x{w}", "precision": precision, "batch": batch,
                             "images_per_sec": rate, "model_only_images_per_sec": bare,
                             "pipeline_efficiency": rate / bare, "achieved_flops": achieved,
-                            "bound_flops": bound[precision], "ratio": ratio})
+                            "bound_flops": bound[precision], "ratio": ratio,
+                            "emulated_bf16": emulated})
     speedup: dict[str, float] = {}
     for h, w in sizes:
         fp = next(x for x in results if x["size"] == f"{h}x{w}" and x["precision"] == "float32")
         bf = next(x for x in results if x["size"] == f"{h}x{w}" and x["precision"] != "float32")
         speedup[f"{h}x{w}"] = float(bf["images_per_sec"]) / float(fp["images_per_sec"])
     facts = machine()
-    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}")
+    print(f"machine: {facts['cpu']}, {facts['cores']} cores, class {facts['machine_class']} "
+          f"({' '.join(facts['isa']) or 'no AVX-512'}); {facts['date']}")
+    if not has_bf16(isa_flags()):
+        print("this CPU has no bf16 hardware (no avx512_bf16, no amx_bf16): the bf16 bound and "
+              "ratios below are against emulated bf16, which is slower than float32 here")
     print(f"\nmatmul bound ({n}x{n}, best of {secs:g}s): fp32 {bound['float32'] / 1e9:.1f} "
           f"GFLOP/s, bf16 {bound['mixed_bfloat16'] / 1e9:.1f} GFLOP/s\n")
     print(table(["size", "fwd GFLOP (analytic)", "fwd GFLOP (TF profiler)", "profiler/analytic",

@@ -128,7 +128,8 @@ def _launch(args: argparse.Namespace) -> int:
         budget_node_s=None if args.budget_node_hours is None else args.budget_node_hours * 3600,
         concurrent_trials=_concurrency(args.concurrent_trials),
         stall_timeout_s=None if args.stall_timeout == 0 else args.stall_timeout,
-        mca=_mca(args.mca), baseline=args.baseline, strategy=args.strategy)
+        mca=_mca(args.mca), baseline=args.baseline, strategy=args.strategy,
+        allow_emulated_bf16=args.allow_emulated_bf16)
     quiet_libraries()
     _exit_on_sigterm()
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials))
@@ -341,6 +342,10 @@ def add_commands(sub: Any) -> None:
                    help="joint: sample layout and schedule together (default); layout-first: "
                         "measure the images/s of every layout first, then search the schedule, "
                         "batch and precision on the fastest layout for each batch")
+    p.add_argument("--allow-emulated-bf16", action="store_true",
+                   help="let mixed_bfloat16 trials run on hosts whose CPU has no bf16 hardware "
+                        "(no avx512_bf16, no amx_bf16): bf16 is emulated there and slower than "
+                        "float32, so by default such trials are infeasible")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
     p.add_argument("--srun-mpi", default="pmix", metavar="PLUGIN",
                    help="with --launcher slurm: srun's --mpi plugin (default pmix; pmi2, ...)")

@@ -165,7 +165,7 @@ class StudyDriver:
         rec.backfill(study)
         queue_fixed(study, self.space, baseline=baseline, strategy=self.s.strategy,
                     hosts=self.s.hosts, n_train=n_train, data_root=self.s.data_root,
-                    log=self.log)
+                    log=self.log, allow_emulated_bf16=self.s.allow_emulated_bf16)
         self.progress.total = self.s.trials
         self._show_best(study, tag=False)
         self._loop(study, rec, n_train)
@@ -299,7 +299,8 @@ class StudyDriver:
             values = trial_values(trial, study, self.space, strategy=self.s.strategy,
                                   overrides=self.overrides)
             plan = build_plan(self.space, values.params, data_root=self.s.data_root,
-                              n_train=n_train, hosts=self.s.hosts, overrides=values.overrides)
+                              n_train=n_train, hosts=self.s.hosts, overrides=values.overrides,
+                              allow_emulated_bf16=self.s.allow_emulated_bf16)
         except (ConfigError, ValueError) as exc:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "

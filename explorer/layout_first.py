@@ -47,7 +47,8 @@ def _values(dim: Dimension) -> list[Any]:
 
 
 def stage1_trials(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int, *,
-                  data_root: Path, epochs: float = LAYOUT_EPOCHS) -> list[dict[str, Any]]:
+                  data_root: Path, epochs: float = LAYOUT_EPOCHS,
+                  allow_emulated_bf16: bool = False) -> list[dict[str, Any]]:
     """The fixed trials of stage 1: every feasible (layout × batch × precision) of the space.
 
     Raises:
@@ -63,7 +64,7 @@ def stage1_trials(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int, *
     for combo in itertools.product(*(_values(space.dimensions[n]) for n in names)):
         params = dict(zip(names, combo, strict=True))
         plan = build_plan(space, params, data_root=data_root, n_train=n_train, hosts=hosts,
-                          overrides=overrides)
+                          overrides=overrides, allow_emulated_bf16=allow_emulated_bf16)
         if plan.feasible:
             trials.append({"stage": 1, "fixed": {"name": "layout", "params": params,
                                                  "overrides": overrides}})

@@ -57,6 +57,7 @@ class StudySettings:
     baseline: str | None = None  # "seed" or a config file: run as the study's first trial
     only_queued: bool = False  # run the enqueued trials only (study confirm), sample nothing
     strategy: str = "joint"  # or "layout-first" (explorer.layout_first)
+    allow_emulated_bf16: bool = False  # bf16 also on hosts without bf16 hardware
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -60,7 +60,7 @@ def trial_values(trial: optuna.Trial, study: optuna.Study, space: SearchSpace, *
 
 def queue_fixed(study: optuna.Study, space: SearchSpace, *, baseline: Baseline | None,
                 strategy: str, hosts: list[HostInfo], n_train: int, data_root: Path,
-                log: Callable[[str], None]) -> None:
+                log: Callable[[str], None], allow_emulated_bf16: bool = False) -> None:
     """Queue the baseline (unless one ran, or is queued or running: one that was only
     interrupted, or lost with its driver, runs again) and, for layout-first, stage 1."""
     trials = records(study)
@@ -68,7 +68,8 @@ def queue_fixed(study: optuna.Study, space: SearchSpace, *, baseline: Baseline |
         enqueue(study, baseline=True, fixed=baseline.to_dict())
         log(f"baseline ({baseline.name}) queued as the next trial")
     if strategy == "layout-first" and not any(r.stage == 1 for r in trials):
-        stage1 = stage1_trials(space, hosts, n_train, data_root=data_root)
+        stage1 = stage1_trials(space, hosts, n_train, data_root=data_root,
+                               allow_emulated_bf16=allow_emulated_bf16)
         for attrs in stage1:
             enqueue(study, **attrs)
         log(f"layout-first: stage 1 measures {len(stage1)} layout(s), then stage 2 searches "

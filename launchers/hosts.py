@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mcnn_base.cpu import has_bf16, isa_flags, memory_gib
 from mcnn_base.errors import ConfigError
 from mcnn_base.hostnames import validate_hostname
 
@@ -25,12 +26,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class HostInfo:
-    """One node: its name, cores (slots), sockets and NUMA nodes."""
+    """One node: its name, cores (slots), sockets and NUMA nodes, and, where they were read, the
+    ISA flags that decide its matmul speed (:data:`mcnn_base.cpu.ISA_FLAGS`) and its memory."""
 
     name: str
     cores: int
     sockets: int = 1
     numa_nodes: int = 1
+    isa: tuple[str, ...] | None = None  # None: not read (a host of a hostfile or allocation)
+    memory_gib: float | None = None
+
+    @property
+    def bf16_hardware(self) -> bool | None:
+        """Native bf16 math (AVX512_BF16 or AMX); None when the flags were not read."""
+        return None if self.isa is None else has_bf16(self.isa)
 
 
 def detect_local() -> HostInfo:
@@ -43,7 +52,8 @@ def detect_local() -> HostInfo:
         except OSError:
             continue
     numa = len(list(Path("/sys/devices/system/node").glob("node[0-9]*")))
-    return HostInfo("localhost", cores, max(1, len(sockets)), max(1, numa))
+    return HostInfo("localhost", cores, max(1, len(sockets)), max(1, numa), isa=isa_flags(),
+                    memory_gib=memory_gib())
 
 
 def read_hostfile(path: str | Path) -> list[HostInfo]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "cpu_model", "isa_flags", "machine_class"]
+__all__ = ["ISA_FLAGS", "cpu_model", "has_bf16", "isa_flags", "machine_class", "memory_gib"]
 
 # the flags that matter for the job's matmuls/convolutions, in /proc/cpuinfo's spelling
 ISA_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
 
 CPUINFO = Path("/proc/cpuinfo")
+MEMINFO = Path("/proc/meminfo")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # either one runs bf16 math natively
 
 
 def _field(text: str, name: str) -> str | None:
@@ -56,3 +58,21 @@ def machine_class(flags: tuple[str, ...]) -> str:
     if "avx512f" in flags:
         return "avx512"
     return "other"
+
+
+def has_bf16(flags: tuple[str, ...]) -> bool:
+    """Native bf16 math: without it TensorFlow emulates bf16, slower than float32."""
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def memory_gib(meminfo: str | None = None) -> float | None:
+    """MemTotal in GiB (None when /proc/meminfo cannot be read)."""
+    if meminfo is None:
+        try:
+            meminfo = MEMINFO.read_text()
+        except OSError:
+            return None
+    value = _field(meminfo, "MemTotal")
+    if not value or not value.split()[0].isdigit():
+        return None
+    return round(int(value.split()[0]) / 1024**2, 1)  # kB

@@ -15,13 +15,14 @@ smallest sample a space can draw with :func:`smallest_verdicts` (its reasons say
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from search_spaces.space import Constraints
 
-__all__ = ["Verdict", "check_cores", "check_global_batch", "check_hosts", "check_node_batch",
-           "check_updates_per_epoch", "smallest_verdicts", "trial_verdicts"]
+__all__ = ["Verdict", "check_bf16", "check_cores", "check_global_batch", "check_hosts",
+           "check_node_batch", "check_updates_per_epoch", "smallest_verdicts", "trial_verdicts"]
 
 
 class Verdict(NamedTuple):
@@ -79,12 +80,25 @@ def check_node_batch(per_node: int, ranks: int) -> Verdict:
                     f"{ranks} (every rank needs the same whole batch)")
 
 
+def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: bool) -> Verdict:
+    """bf16 only where the CPU runs it natively (AVX512_BF16 or AMX), unless the user opts in.
+
+    ``without_bf16``: the trial's hosts whose ISA flags were read and lack both. On such a CPU
+    TensorFlow emulates bf16, which measured 2.7× slower than float32 on an AVX-512F-only Xeon.
+    """
+    bad = [] if precision != "mixed_bfloat16" or allow_emulated else list(without_bf16)
+    return _verdict(len(bad), f"mixed_bfloat16 on {', '.join(bad)}: no bf16 hardware (the CPU "
+                    "has neither avx512_bf16 nor amx_bf16), so bf16 is emulated there and runs "
+                    "slower than float32; pass --allow-emulated-bf16 to try it anyway")
+
+
 def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,
                    cores_per_node: int, available_hosts: int, n_train: int,
-                   limits: Constraints, per_node_batch: int | None = None) -> dict[str, Verdict]:
+                   limits: Constraints, per_node_batch: int | None = None,
+                   bf16: Verdict | None = None) -> dict[str, Verdict]:
     """Every rule for one sampled trial, by constraint name (Optuna's constraint order); the
-    per-node rule only when the space samples ``per_node_batch`` (every trial of a study has
-    the same constraints)."""
+    per-node rule only when the space samples ``per_node_batch``, the bf16 rule only when
+    ``bf16`` is given (every trial of a study has the same constraints)."""
     world = nodes * ranks
     verdicts = {
         "cores": check_cores(ranks, threads, cores_per_node),
@@ -95,6 +109,8 @@ def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: in
     }
     if per_node_batch is not None:
         verdicts["per_node_batch"] = check_node_batch(per_node_batch, ranks)
+    if bf16 is not None:
+        verdicts["bf16_hardware"] = bf16
     return verdicts
 
 

@@ -26,7 +26,7 @@ from explorer.mcnn.config import config_from_dict
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.base import Resources
 from search_spaces.dimensions import render_schedule, resolve, sampled_config
-from search_spaces.feasibility import trial_verdicts
+from search_spaces.feasibility import check_bf16, trial_verdicts
 
 if TYPE_CHECKING:
     from explorer.mcnn.config import LayoutConfig
@@ -94,7 +94,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n_train: int,
-               hosts: Sequence[HostInfo], overrides: dict[str, Any] | None = None) -> TrialPlan:
+               hosts: Sequence[HostInfo], overrides: dict[str, Any] | None = None,
+               allow_emulated_bf16: bool = False) -> TrialPlan:
     """Turn sampled ``params`` into a validated config, resources and constraint values.
 
     Args:
@@ -104,6 +105,8 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
         n_train: training images of the split (for updates per epoch).
         hosts: the host pool; a trial with ``nodes = k`` runs on its first ``k`` hosts.
         overrides: config values that win over both ``base`` and samples (e.g. the target).
+        allow_emulated_bf16: let ``mixed_bfloat16`` run on hosts whose CPU has no bf16
+            hardware (otherwise such a trial is infeasible).
 
     Raises:
         ConfigError: the merged config is invalid (a bad ``base`` in the space file).
@@ -125,11 +128,17 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     # constraints for all trials); a fixed trial given a per-worker batch passes it
     per_node = (int(p.get("per_node_batch", validated.per_worker_batch * ranks))
                 if "per_node_batch" in space.dimensions else None)
+    # the bf16 rule in every trial of a space that samples the precision (or sets bf16)
+    bf16 = (check_bf16(validated.precision,
+                       [h.name for h in chosen if h.bf16_hardware is False],
+                       allow_emulated=allow_emulated_bf16)
+            if "precision" in space.dimensions or validated.precision == "mixed_bfloat16"
+            else None)
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,
                               cores_per_node=min(h.cores for h in chosen),
                               available_hosts=len(hosts), n_train=n_train,
-                              limits=space.constraints, per_node_batch=per_node)
+                              limits=space.constraints, per_node_batch=per_node, bf16=bf16)
     constraints = {name: v.value for name, v in verdicts.items()}
     reasons = [v.reason for v in verdicts.values() if not v.feasible]
     world = nodes * ranks

@@ -20,6 +20,7 @@ from bench.replay import (
     oracle,
     replay,
 )
+from bench.search import study_trace
 from bench.surrogate import TableModel, kendall_tau, layout_check
 from bench.table import (
     PROBE,
@@ -192,3 +193,26 @@ def test_a_table_of_another_machine_class_is_read_only_by_a_smoke_run(tmp_path):
     with pytest.raises(SystemExit, match=r"no table of bench-v2 for machine class avx512 .*"
                                          r"python -m bench.table"):
         find_table(WORKLOAD, "avx512", quick=False, root=tmp_path)
+
+
+def test_a_real_studys_trace_follows_its_best_trial_and_judges_it_on_the_table(setting):
+    """bench.search's view of a real study: compute spent (nodes counted), best observed TTA and
+    the expected TTA of the pick, after each finished trial."""
+    point = {**grid_params(SPACE)[5], **REFERENCE_LAYOUT}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {
+        k: optuna.distributions.CategoricalDistribution([v]) for k, v in point.items()}
+    study = optuna.create_study()
+    for state, wall, tta, value, nodes in [("COMPLETE", 30.0, None, 1.3e6, 1),  # a miss
+                                           ("PRUNED", 10.0, None, None, 1),
+                                           ("COMPLETE", 20.0, 12.0, 12.0, 2),
+                                           ("FAIL", 5.0, None, None, 1),
+                                           ("COMPLETE", 25.0, 15.0, 15.0, 1)]:
+        study.add_trial(optuna.trial.create_trial(
+            state=getattr(optuna.trial.TrialState, state), params=point, distributions=dist,
+            value=value, user_attrs={"wall_s": wall, "tta_s": tta, "derived": {"nodes": nodes},
+                                     "state": state.replace("COMPLETE", "COMPLETED").replace(
+                                         "FAIL", "FAILED")}))
+    expected = setting.model.expected_tta(point, 0.8)
+    assert study_trace(study, setting.model, 0.8) == [
+        (30.0, math.inf, expected), (40.0, math.inf, expected), (80.0, 12.0, expected),
+        (85.0, 12.0, expected), (110.0, 12.0, expected)]

@@ -42,9 +42,9 @@ _names: Iterator[int] = itertools.count()
 
 def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: ManualClock, *,
             hosts: list[HostInfo] | None = None, ranks: tuple[int, ...] = (1,),
-            **settings: Any) -> StudyDriver:
+            base: dict[str, Any] | None = None, **settings: Any) -> StudyDriver:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,))
+    space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base)
     s = StudySettings(space=space, data_root=tmp_path, study=f"loop{next(_names)}",
                       storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking,
                       workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
@@ -377,3 +377,24 @@ def test_a_gp_study_without_torch_is_refused_in_one_line_before_anything_is_writ
     with pytest.raises(ConfigError, match=r"--sampler gp needs torch .*pip install torch"):
         _driver(tmp_path, tracking, FakeLauncher(clock, []), clock, sampler="gp")
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_bf16_trials_on_a_host_without_bf16_hardware_are_infeasible_unless_allowed(tmp_path,
+                                                                                 tracking):
+    hosts = [HostInfo("h1", 2, isa=("avx512f",))]  # an AVX-512F-only CPU: bf16 emulated
+    bf16 = {"precision": "mixed_bfloat16"}
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [])
+    driver = _driver(tmp_path / "a", tracking, launcher, clock, trials=2, hosts=hosts,
+                     base=bf16, max_infeasible_in_a_row=2)
+    with pytest.raises(ConfigError, match="2 samples in a row were infeasible"):
+        driver.run()
+    assert launcher.launched == []
+    study = optuna.load_study(study_name=driver.s.study, storage=driver.s.storage)
+    assert all(r.state is Outcome.INFEASIBLE and "mixed_bfloat16 on h1: no bf16 hardware"
+               in r.reason for r in records(study))
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.9], target=0.8)])
+    _driver(tmp_path / "b", tracking, launcher, clock, trials=1, hosts=hosts, base=bf16,
+            allow_emulated_bf16=True).run()
+    assert len(launcher.launched) == 1

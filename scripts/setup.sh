@@ -29,7 +29,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 APT_PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make iproute2 procps)
 # the test suite's browser checks drive headless Chromium
 # and the shared-study tests start a private PostgreSQL server
-if ((WITH_TEST_DEPS)); then APT_PACKAGES+=(chromium fonts-dejavu-core postgresql); fi
+if ((WITH_TEST_DEPS)); then APT_PACKAGES+=(chromium fonts-dejavu-core postgresql slurm-wlm munge); fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

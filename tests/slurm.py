@@ -183,7 +183,8 @@ def slurm_cluster(nodes: int = 1, cores: int = 2) -> Iterator[SlurmCluster]:
             net = stack.enter_context(netns_hosts(nodes))
             bridge_ip = str(ipaddress.ip_network(net.subnet).network_address + 1)
             controller = f"{socket.gethostname()}({bridge_ip})"
-            members = list(zip(net.namespaces, net.hosts, strict=True))
+            members: list[tuple[str, str | None]] = list(zip(net.namespaces, net.hosts,
+                                                             strict=True))
         else:
             net = None
             controller = socket.gethostname()

@@ -1,0 +1,144 @@
+"""The SLURM paths against a real SLURM 22.05 cluster of two nodes (tests/slurm.py): srun, salloc,
+sbatch and scancel for real, Horovod over ``srun --mpi=pmix``. The fake-command tests in
+test_slurm.py keep the golden files of the rendered argv and sbatch text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from explorer.mcnn.events import read_events
+from launchers import JobState, Resources, SlurmLauncher
+from tests.slurm import SlurmCluster, require_slurm, slurm_cluster
+from tests.spaces import write_space, write_trial_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.mpi]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SlurmCluster]:
+    require_slurm(nodes=2)
+    with slurm_cluster(nodes=2) as c:
+        yield c
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line holds ``text`` (the nodes share this machine's pid space)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _study_in_allocation(cluster: SlurmCluster, synth_tree: Path, tmp_path: Path,
+                         *launcher: str) -> list[optuna.trial.FrozenTrial]:
+    """``salloc -N2 --exclusive mcnn-explore study launch ...`` of two 1-node trials."""
+    space = write_space(tmp_path / "space.yaml", name="slurm", epochs=2, ranks=(1,))
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'ml.db'}"
+    launch = [sys.executable, "-m", "explorer.cli", "study", "launch", *launcher,
+              "--space", str(space), "--data", str(synth_tree), "--study", "s",
+              "--storage", storage, "--tracking-uri", tracking, "--trials", "2",
+              "--target-accuracy", "0.99", "--trial-timeout", "300", "--seed", "0",
+              "--workdir", str(tmp_path / "runs")]
+    env = {**cluster.env, "MCNN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["salloc", "-N2", "--exclusive", *launch], env=env, cwd=tmp_path,  # noqa: S603 - argv list
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = [t for t in study.trials if t.state.is_finished()]
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials), [
+        (t.state, t.user_attrs.get("reason")) for t in trials]
+    for t in trials:
+        events = read_events(Path(t.user_attrs["job"]["workdir"]) / "events.jsonl")
+        assert any(e.get("event") == "done" for e in events)
+    return trials
+
+
+def test_a_study_inside_an_allocation_runs_trials_through_srun_on_node_slices(
+        cluster, synth_tree, tmp_path):
+    trials = _study_in_allocation(cluster, synth_tree, tmp_path, "--launcher", "slurm")
+    nodelists = []
+    for t in trials:
+        argv = t.user_attrs["argv"]
+        assert argv[0].endswith("srun") and "--mpi=pmix" in argv
+        nodelists += [a.split("=", 1)[1] for a in argv if a.startswith("--nodelist=")]
+    # one trial per node of the allocation, each on its own slice
+    assert sorted(nodelists) == sorted(cluster.nodes)
+
+
+def test_the_default_mpirun_launcher_runs_inside_an_allocation(cluster, synth_tree, tmp_path):
+    trials = _study_in_allocation(cluster, synth_tree, tmp_path)
+    hosts = sorted(t.user_attrs["derived"]["hosts"] for t in trials)
+    assert hosts == sorted(cluster.nodes)  # the pool is the allocation's nodes
+    assert all(t.user_attrs["argv"][0].endswith("mpirun") for t in trials)
+
+
+def test_cancelling_a_batch_job_scancels_it_and_leaves_no_process_on_any_node(
+        cluster, synth_tree, tmp_path, monkeypatch):
+    for key, value in cluster.env.items():
+        if key.startswith("SLURM_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    config = write_trial_config(tmp_path / "c.yaml", synth_tree, tmp_path / "cache",
+                                max_epochs=200)
+    workdir = tmp_path / "run"
+    launcher = SlurmLauncher("sbatch", grace_s=2.0)
+    job = launcher.launch(config, Resources(ranks_per_node=2, threads_per_rank=1,
+                                            binding="none"), workdir=workdir)
+    events = workdir / "events.jsonl"
+    _wait(lambda: events.is_file() and any(e.get("event") == "epoch"
+                                           for e in read_events(events)), 240, "an epoch")
+    assert _processes_mentioning(str(config)), "the job is not running"
+    assert job.cancel() is JobState.CANCELLED
+    _wait(lambda: cluster.run("squeue", "-h").stdout.strip() == "", 60, "an empty queue")
+    _wait(lambda: not _processes_mentioning(str(config)), 60, "the ranks to end")
+
+
+def test_an_exported_sbatch_script_runs_under_real_sbatch(cluster, synth_tree, tmp_path,
+                                                          monkeypatch):
+    from explorer.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    space = write_space(tmp_path / "space.yaml", name="export", epochs=1, ranks=(2,))
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'ml.db'}"
+    assert main(["study", "launch", "--space", str(space), "--data", str(synth_tree),
+                 "--study", "e", "--storage", storage, "--tracking-uri", tracking,
+                 "--trials", "1", "--target-accuracy", "0.99", "--seed", "0",
+                 "--workdir", str(tmp_path / "runs")]) == 0
+    script = tmp_path / "best.sbatch"
+    assert main(["study", "export", "--study", "e", "--storage", storage, "--format", "sbatch",
+                 "--out", str(script)]) == 0
+    text = script.read_text()
+    assert text.startswith("#!") and "srun" in text
+    submitted = cluster.run("sbatch", "--parsable", str(script), timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: cluster.run("squeue", "-h", "-j", job_id).stdout.strip() == "", 300,
+          f"job {job_id} to finish")
+    events = read_events(tmp_path / "events.jsonl")  # beside the config the script runs
+    assert any(e.get("event") == "done" for e in events), events[-3:]

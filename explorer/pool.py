@@ -3,6 +3,8 @@
 A study on H hosts (a hostfile or a SLURM allocation) runs several trials at once, each on its
 own slice of the hosts, so their timings never share a node. A slice is taken when a trial
 launches and given back when it ends, for any reason (the driver releases it in a ``finally``).
+A host can be excluded (a SLURM node drained or down): no new trial is placed on it until it is
+back, and a trial already running there keeps it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class HostPool:
             raise ValueError(f"the host pool names a host twice: {names}")
         self.hosts = list(hosts)
         self._busy: set[str] = set()
+        self.excluded: dict[str, str] = {}  # host -> why no new trial is placed on it
 
     @property
     def size(self) -> int:
@@ -32,7 +35,18 @@ class HostPool:
 
     @property
     def free(self) -> list[HostInfo]:
-        return [h for h in self.hosts if h.name not in self._busy]
+        return [h for h in self.hosts if h.name not in self._busy
+                and h.name not in self.excluded]
+
+    def exclude(self, reasons: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+        """Place no new trial on the hosts of ``reasons`` (host -> why), and again on the others
+        (a running trial keeps its host). Returns (newly excluded, newly back)."""
+        known = {h.name for h in self.hosts}
+        reasons = {n: r for n, r in reasons.items() if n in known}
+        new = {n: r for n, r in reasons.items() if self.excluded.get(n) != r}
+        back = [n for n in self.excluded if n not in reasons]
+        self.excluded = reasons
+        return new, back
 
     def acquire(self, nodes: int) -> list[HostInfo] | None:
         """Take ``nodes`` free hosts, or None while fewer are free.

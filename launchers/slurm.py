@@ -45,6 +45,7 @@ __all__ = [
     "default_job_name",
     "format_time_limit",
     "render_sbatch",
+    "unavailable_nodes",
 ]
 
 MODES = ("auto", "srun", "sbatch")
@@ -361,3 +362,35 @@ def default_job_name(workdir: Path) -> str:
     """``mcnn-<workdir name>`` with characters outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", workdir.resolve().name) or "run"
     return f"mcnn-{name}"
+
+
+# sinfo states (``%T``, long form) in which a node takes no new job
+UNAVAILABLE = ("drained", "draining", "down", "fail", "failing", "maint", "reboot", "power_down",
+               "powering_down", "future", "inval", "unknown")
+
+
+def unavailable_nodes(names: Sequence[str], *, sinfo: str = "sinfo",
+                      env: Mapping[str, str] | None = None,
+                      timeout_s: float = 15.0) -> dict[str, str] | None:
+    """The nodes among ``names`` that SLURM will not give a new job, with their state
+    (``drained``, ``down``, ...); None when ``sinfo`` cannot tell (not installed, failed, timed
+    out)."""
+    exe = shutil.which(sinfo)
+    if exe is None or not names:
+        return None
+    try:
+        done = subprocess.run([exe, "-h", "-N", "-n", ",".join(names), "-o", "%N|%T"],  # noqa: S603 - argv list
+                              capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env=None if env is None else dict(env))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    out: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        node, _, state = line.strip().partition("|")
+        state = state.rstrip("*~#!%$@^-+").lower()  # sinfo's flag suffixes
+        if node in names and (state in UNAVAILABLE or any(
+                state.startswith(u) for u in ("drain", "down", "fail", "maint"))):
+            out[node] = state
+    return out

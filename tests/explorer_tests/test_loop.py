@@ -42,7 +42,8 @@ _names: Iterator[int] = itertools.count()
 
 def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: ManualClock, *,
             hosts: list[HostInfo] | None = None, ranks: tuple[int, ...] = (1,),
-            base: dict[str, Any] | None = None, **settings: Any) -> StudyDriver:
+            base: dict[str, Any] | None = None, node_probe: Any = None,
+            **settings: Any) -> StudyDriver:
     tmp_path.mkdir(parents=True, exist_ok=True)
     space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base)
     s = StudySettings(space=space, data_root=tmp_path, study=f"loop{next(_names)}",
@@ -50,7 +51,7 @@ def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: Manual
                       workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
                       target_accuracy=0.8, **{"pruner": "none", "seed": 0, **settings})
     return StudyDriver(s, launcher, clock=clock, progress=ProgressLine(s.trials, io.StringIO()),
-                       prepare=lambda base, settings, log: N_TRAIN)
+                       prepare=lambda base, settings, log: N_TRAIN, node_probe=node_probe)
 
 
 def _by_number(study: optuna.Study) -> dict[int, TrialRecord]:
@@ -398,3 +399,25 @@ def test_bf16_trials_on_a_host_without_bf16_hardware_are_infeasible_unless_allow
     _driver(tmp_path / "b", tracking, launcher, clock, trials=1, hosts=hosts, base=bf16,
             allow_emulated_bf16=True).run()
     assert len(launcher.launched) == 1
+
+
+def test_a_drained_host_gets_no_new_trial_until_it_is_back(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    pool = [HostInfo("h1", 2), HostInfo("h2", 2)]
+    launcher = FakeLauncher(clock, [epochs([0.3, 0.5, 0.6, 0.85], target=0.8)
+                                    for _ in range(3)])
+    seen: list[dict[str, str]] = []
+
+    def probe(names: list[str]) -> dict[str, str]:  # drained until two trials have started
+        states = {"h2": "drained"} if len(launcher.launched) < 2 else {}
+        seen.append(states)
+        return states
+
+    study = _driver(tmp_path, tracking, launcher, clock, trials=3, hosts=pool,
+                    node_probe=probe).run()
+    hosts = [res.hosts for res, _ in launcher.launched]
+    assert hosts[:2] == [("h1",), ("h1",)]  # while h2 was drained, one trial after another
+    assert hosts[2] == ("h2",)  # back: the next trial took it while h1 was busy
+    starts = [job.started for _, job in launcher.launched]
+    assert starts[1] >= starts[0] + 40.0 and starts[2] - starts[1] < 15.0
+    assert {"h2": "drained"} in seen and study.user_attrs["excluded_hosts"] == {}

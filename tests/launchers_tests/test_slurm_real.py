@@ -142,3 +142,48 @@ def test_an_exported_sbatch_script_runs_under_real_sbatch(cluster, synth_tree, t
           f"job {job_id} to finish")
     events = read_events(tmp_path / "events.jsonl")  # beside the config the script runs
     assert any(e.get("event") == "done" for e in events), events[-3:]
+
+
+def test_a_node_drained_mid_study_gets_no_new_trial_and_status_says_so(cluster, synth_tree,
+                                                                       tmp_path):
+    space = write_space(tmp_path / "space.yaml", name="drain", epochs=3, ranks=(1,))
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'ml.db'}"
+    env = {**cluster.env, "MCNN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    cli = [sys.executable, "-m", "explorer.cli", "study"]
+    urls = ["--storage", storage, "--tracking-uri", tracking]
+    proc = subprocess.Popen(  # noqa: S603 - argv list
+        ["salloc", "-N2", "--exclusive", *cli, "launch", "--launcher", "slurm", "--space",
+         str(space), "--data", str(synth_tree), "--study", "d", *urls, "--trials", "3",
+         "--target-accuracy", "0.99", "--trial-timeout", "300", "--seed", "0", "--workdir",
+         str(tmp_path / "runs")], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    drained = None
+    try:
+        def running() -> list[optuna.trial.FrozenTrial]:
+            try:
+                study = optuna.load_study(study_name="d", storage=storage)
+            except KeyError:  # not created yet
+                return []
+            return [t for t in study.trials if t.state.name == "RUNNING"
+                    and "derived" in t.user_attrs and "argv" in t.user_attrs]
+
+        _wait(lambda: len(running()) == 2, 180, "two trials running")
+        drained = running()[0].user_attrs["derived"]["hosts"]
+        assert cluster.run("scontrol", "update", f"nodename={drained}", "state=drain",
+                           "reason=test").returncode == 0
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        if drained:
+            cluster.run("scontrol", "update", f"nodename={drained}", "state=resume")
+    assert f"host {drained} excluded (SLURM node state drain" in out
+    study = optuna.load_study(study_name="d", storage=storage)
+    trials = sorted((t for t in study.trials if t.state.is_finished()), key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3  # the running one finished
+    assert trials[2].user_attrs["derived"]["hosts"] != drained
+    status = subprocess.run([*cli, "status", "--study", "d", *urls], env=env, cwd=tmp_path,  # noqa: S603 - argv list
+                            capture_output=True, text=True, timeout=120, check=True).stdout
+    assert f"host {drained} excluded: SLURM node state drain" in status

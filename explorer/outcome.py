@@ -1,7 +1,8 @@
 """Outcome classification: a finished job's events, exit code and MPI log → a :class:`TrialOutcome`.
 
 The order of the rules is the contract: a pruned trial is PRUNED; a job over its time limit is
-FAILED ``timeout``; a job that exited 0 with a ``done`` event is COMPLETED; otherwise the job's own
+FAILED ``timeout`` (the driver's ``--trial-timeout``, or SLURM's time limit, read from the job's
+log); a job that exited 0 with a ``done`` event is COMPLETED; otherwise the job's own
 ``failed`` event names the reason, then Open MPI's report of a rank killed by a signal, then the
 job's documented exit codes (2 bad input, 3 NaN loss, 4 cannot write its events), then the bare
 exit code.
@@ -19,9 +20,11 @@ from explorer.objective import TrialOutcome, interpolated_tta
 from explorer.record import Outcome, median_images_per_sec
 from launchers.base import JobHandle, JobState
 
-__all__ = ["JOB_EXIT_REASONS", "classify", "io_reason", "killed_rank", "outcome_from_events"]
+__all__ = ["JOB_EXIT_REASONS", "classify", "io_reason", "killed_rank", "outcome_from_events",
+           "slurm_time_limit"]
 
 JOB_EXIT_REASONS = {2: "bad_input", 3: "nan_loss", 4: "io_error"}
+_SLURM_LIMIT = re.compile(r"\*\*\* (JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\S+) DUE TO TIME LIMIT")
 _SIGNALLED = re.compile(r"process rank (\d+) with PID \d+ on node (\S+) exited on signal "
                         r"(\d+)(?: \(([^)]*)\))?")
 
@@ -79,12 +82,26 @@ def classify(events: list[dict[str, Any]], job: JobHandle, *, pruned: bool, node
                                   wall_s=wall_s)
     if outcome.state is not Outcome.FAILED or any(e.get("event") == "failed" for e in events):
         return outcome
-    killed = killed_rank(job.log_tail(200))
+    log = job.log_tail(200)
+    limit = slurm_time_limit(log)
+    if limit:
+        return dataclasses.replace(outcome, reason=limit)
+    killed = killed_rank(log)
     if killed:
         return dataclasses.replace(outcome, reason=killed)
     if job.returncode == 4:  # explorer.mcnn.train.EXIT_IO: it could not write its events
         return dataclasses.replace(outcome, reason=io_reason(job.log_path.parent))
     return outcome
+
+
+def slurm_time_limit(log: str) -> str | None:
+    """``timeout`` with SLURM's own words, when SLURM ended the job at its time limit."""
+    found = _SLURM_LIMIT.search(log)
+    if found is None:
+        return None
+    kind, ident, node, when = found.groups()
+    return (f"timeout: SLURM's time limit ended {kind.lower()} {ident} on {node} at {when} "
+            "(raise --trial-timeout, or the allocation's --time)")
 
 
 def killed_rank(log: str) -> str | None:

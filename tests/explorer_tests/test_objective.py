@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from explorer.objective import MISS_BASE, TrialOutcome, intermediate_value, objective_values
-from explorer.outcome import outcome_from_events
+from explorer.outcome import outcome_from_events, slurm_time_limit
 from explorer.record import Outcome
 from launchers.base import JobState
 
@@ -149,3 +149,13 @@ def test_the_interpolated_objective_is_recorded_beside_the_measured_one():
     assert o.tta_s == 20.0 and o.tta_interp_s == pytest.approx(16.6667, abs=1e-3)
     assert objective_values(o, objective="tta_interp_s") == [o.tta_interp_s]
     assert o.final_metrics()["tta_interp_s"] == o.tta_interp_s
+
+
+def test_slurms_time_limit_is_a_timeout_with_slurms_words():
+    log = ("epoch 3 ...\nslurmstepd: error: *** JOB 17 ON node7 CANCELLED AT "
+           "2026-11-30T01:30:02 DUE TO TIME LIMIT ***\nsrun: error: node7: task 0: Terminated\n")
+    assert slurm_time_limit(log) == (
+        "timeout: SLURM's time limit ended job 17 on node7 at 2026-11-30T01:30:02 (raise "
+        "--trial-timeout, or the allocation's --time)")
+    assert slurm_time_limit("slurmstepd: error: *** STEP 9.0 ON n1 CANCELLED AT 2026-11-30T01:"
+                            "00:00 ***\n") is None  # cancelled, not over time

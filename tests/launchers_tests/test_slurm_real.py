@@ -15,6 +15,8 @@ import optuna
 import pytest
 
 from explorer.mcnn.events import read_events
+from explorer.outcome import classify
+from explorer.record import Outcome
 from launchers import JobState, Resources, SlurmLauncher
 from tests.slurm import SlurmCluster, require_slurm, slurm_cluster
 from tests.spaces import write_space, write_trial_config
@@ -187,3 +189,20 @@ def test_a_node_drained_mid_study_gets_no_new_trial_and_status_says_so(cluster, 
     status = subprocess.run([*cli, "status", "--study", "d", *urls], env=env, cwd=tmp_path,  # noqa: S603 - argv list
                             capture_output=True, text=True, timeout=120, check=True).stdout
     assert f"host {drained} excluded: SLURM node state drain" in status
+
+
+def test_a_job_ended_by_slurms_time_limit_is_recorded_as_a_timeout(cluster, synth_tree,
+                                                                   tmp_path, monkeypatch):
+    for key, value in cluster.env.items():
+        if key.startswith("SLURM_"):
+            monkeypatch.setenv(key, value)
+    config = write_trial_config(tmp_path / "c.yaml", synth_tree, tmp_path / "cache",
+                                max_epochs=500)
+    job = SlurmLauncher("sbatch", grace_s=2.0).launch(
+        config, Resources(ranks_per_node=1, threads_per_rank=1, binding="none"),
+        workdir=tmp_path / "run", time_limit_s=60)
+    job.wait(300)
+    outcome = classify(read_events(tmp_path / "run" / "events.jsonl"), job, pruned=False,
+                       nodes=1, wall_s=60.0)
+    assert outcome.state is Outcome.FAILED, outcome
+    assert outcome.reason.startswith("timeout: SLURM's time limit ended job"), job.log_tail()

@@ -4,20 +4,27 @@ test_slurm.py keep the golden files of the rendered argv and sbatch text."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 
+import explorer.driver as driver_mod
+from explorer.driver import StudyDriver
 from explorer.mcnn.events import read_events
 from explorer.outcome import classify
+from explorer.progress import ProgressLine
 from explorer.record import Outcome
+from explorer.study import StudySettings
 from launchers import JobState, Resources, SlurmLauncher
+from launchers.hosts import hosts_from_slurm
 from tests.slurm import SlurmCluster, require_slurm, slurm_cluster
 from tests.spaces import write_space, write_trial_config
 
@@ -99,8 +106,26 @@ def test_the_default_mpirun_launcher_runs_inside_an_allocation(cluster, synth_tr
     assert all(t.user_attrs["argv"][0].endswith("mpirun") for t in trials)
 
 
-def test_cancelling_a_batch_job_scancels_it_and_leaves_no_process_on_any_node(
-        cluster, synth_tree, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _allocation(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A one-node allocation (``salloc --no-shell``) whose variables this process carries, as
+    a driver started inside ``salloc`` does; cancelled on exit."""
+    granted = cluster.run("salloc", "--no-shell", "-N1", "--exclusive", timeout=60)
+    job_id = next(w for w in granted.stderr.split() if w.isdigit())
+    try:
+        node = cluster.run("squeue", "-h", "-j", job_id, "-o", "%N").stdout.strip()
+        for key, value in {**cluster.env, "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": node,
+                           "SLURM_JOB_CPUS_PER_NODE": "2"}.items():
+            monkeypatch.setenv(key, value)
+        yield job_id
+    finally:
+        cluster.run("scancel", job_id)
+
+
+@pytest.mark.parametrize("mode", ["sbatch", "srun"])
+def test_cancelling_a_job_ends_it_and_leaves_no_process_on_any_node(
+        cluster, synth_tree, tmp_path, monkeypatch, mode):
+    """sbatch: cancel scancels the batch job; srun (how a pruned trial ends): the step ends."""
     for key, value in cluster.env.items():
         if key.startswith("SLURM_"):
             monkeypatch.setenv(key, value)
@@ -108,16 +133,19 @@ def test_cancelling_a_batch_job_scancels_it_and_leaves_no_process_on_any_node(
     config = write_trial_config(tmp_path / "c.yaml", synth_tree, tmp_path / "cache",
                                 max_epochs=200)
     workdir = tmp_path / "run"
-    launcher = SlurmLauncher("sbatch", grace_s=2.0)
-    job = launcher.launch(config, Resources(ranks_per_node=2, threads_per_rank=1,
-                                            binding="none"), workdir=workdir)
-    events = workdir / "events.jsonl"
-    _wait(lambda: events.is_file() and any(e.get("event") == "epoch"
-                                           for e in read_events(events)), 240, "an epoch")
-    assert _processes_mentioning(str(config)), "the job is not running"
-    assert job.cancel() is JobState.CANCELLED
+    with contextlib.ExitStack() as stack:
+        if mode == "srun":
+            stack.enter_context(_allocation(cluster, monkeypatch))
+        job = SlurmLauncher(mode, grace_s=2.0).launch(
+            config, Resources(ranks_per_node=2, threads_per_rank=1, binding="none"),
+            workdir=workdir)
+        events = workdir / "events.jsonl"
+        _wait(lambda: events.is_file() and any(e.get("event") == "epoch"
+                                               for e in read_events(events)), 240, "an epoch")
+        assert _processes_mentioning(str(config)), "the job is not running"
+        assert job.cancel() is JobState.CANCELLED
+        _wait(lambda: not _processes_mentioning(str(config)), 60, "the ranks to end")
     _wait(lambda: cluster.run("squeue", "-h").stdout.strip() == "", 60, "an empty queue")
-    _wait(lambda: not _processes_mentioning(str(config)), 60, "the ranks to end")
 
 
 def test_an_exported_sbatch_script_runs_under_real_sbatch(cluster, synth_tree, tmp_path,
@@ -206,3 +234,33 @@ def test_a_job_ended_by_slurms_time_limit_is_recorded_as_a_timeout(cluster, synt
                        nodes=1, wall_s=60.0)
     assert outcome.state is Outcome.FAILED, outcome
     assert outcome.reason.startswith("timeout: SLURM's time limit ended job"), job.log_tail()
+
+
+def test_under_srun_a_failing_trial_fails_with_its_reason_and_the_study_goes_on(
+        cluster, synth_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    with _allocation(cluster, monkeypatch):
+        real = driver_mod.build_plan
+        planned = iter([{}, {"fault": {"kind": "raise", "rank": 1, "at_step": 3}}])
+
+        def plan_with_fault(*args: Any, **kwargs: Any) -> Any:  # trial 1: rank 1 raises
+            kwargs["overrides"] = {**kwargs.get("overrides", {}), **next(planned, {})}
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(driver_mod, "build_plan", plan_with_fault)
+        space = write_space(tmp_path / "space.yaml", name="fail", epochs=1, ranks=(2,),
+                            base={"progress_every_s": 1})
+        settings = StudySettings(
+            space=space, data_root=synth_tree, study="f", storage=f"sqlite:///{tmp_path}/o.db",
+            tracking_uri=f"sqlite:///{tmp_path}/m.db", workdir=tmp_path / "runs",
+            hosts=hosts_from_slurm(), trials=3, target_accuracy=0.99, pruner="none",
+            trial_timeout_s=240.0)
+        with open(os.devnull, "w") as sink:
+            study = StudyDriver(settings, SlurmLauncher("srun", grace_s=3),
+                                progress=ProgressLine(3, stream=sink)).run()
+    t0, t1, t2 = study.get_trials(deepcopy=False)
+    assert t1.state is optuna.trial.TrialState.FAIL, t1.user_attrs.get("reason")
+    assert "injected fault on rank 1 at step 3" in t1.user_attrs["reason"]
+    assert t0.state is t2.state is optuna.trial.TrialState.COMPLETE  # the study went on
+    assert all(t.user_attrs["argv"][0].endswith("srun") for t in (t0, t1, t2))
+    _wait(lambda: not _processes_mentioning(str(tmp_path / "runs")), 60, "no rank left")

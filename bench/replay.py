@@ -138,9 +138,10 @@ def _stage1(trial: optuna.Trial, study: optuna.Study, s: Setting, params: dict[s
 
 
 def _follow(trial: optuna.Trial, study: optuna.Study, s: Setting, pruner: str,
-            params: dict[str, Any], fixed: str | None, rng: random.Random) -> float | None:
+            params: dict[str, Any], fixed: str | None, rng: random.Random,
+            seed: int) -> float | None:
     """Play one trial's recorded curve to its target, prune point or end; its wall cost."""
-    run = s.model.run(params, rng, digest=fixed)
+    run = s.model.run(params, rng, digest=fixed, seed=seed)
     if run is None:
         set_attrs(trial, state=Outcome.FAILED, reason="the table has no run like it")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -207,7 +208,8 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
         fixed = trial.user_attrs.get("fixed")
         fixed_key = digest(fixed["params"], fixed.get("overrides") or {}) if fixed else None
         planned[trial.number] = (values.params, fixed_key)
-        wall = _follow(trial, study, s, pruner, values.params, fixed_key, rng)
+        wall = _follow(trial, study, s, pruner, values.params, fixed_key, rng,
+                       int(plan.config.get("seed", 0)))
         if wall is None:
             trace.unanswered += 1
             continue

@@ -11,7 +11,10 @@ target:
   brought to the target;
 * between seeds: the median over those configs of each config's range of TTAs;
 * their ratio (target: >= 3), and the same on the log scale as a ratio of standard deviations
-  (between-config SD of mean log TTA ÷ pooled within-config SD).
+  (between-config SD of mean log TTA ÷ pooled within-config SD);
+* over the whole space (every schedule × batch point of the grid on every layout the table
+  measured, seed 0): the SD of log TTA between configs ÷ the repeats' pooled within-config SD,
+  and how many configs miss the target.
 
 Times are read on each (layout, batch) cell's median time axis (``bench.surrogate``), so that
 other load on the machine while the table was recorded does not count as seed noise; the
@@ -30,8 +33,8 @@ from typing import Any
 
 from bench.common import emit, table, verdict
 from bench.surrogate import Run, TableModel
-from bench.table import WORKLOAD, load_table
-from search_spaces.space import load_space
+from bench.table import WORKLOAD, grid_params, load_table
+from search_spaces.space import SearchSpace, load_space
 
 __all__ = ["signal_at"]
 
@@ -72,6 +75,39 @@ def signal_at(repeats: dict[str, list[Run]], target: float) -> dict[str, Any]:
             "rows": rows}
 
 
+def whole_space(model: TableModel, space: SearchSpace, target: float,
+                pooled_sd: float) -> dict[str, Any]:
+    """The spread over the whole space: every schedule × batch point the table holds on every
+    layout it measured (seed 0 curves on each cell's time axis), as the SD of log TTA over the
+    configs that reach ``target``, against ``pooled_sd`` (the repeats' within-config SD of log
+    TTA); and the share of configs that miss."""
+    ttas: list[float] = []
+    missed = 0
+    for conv in grid_params(space):
+        for layout in model.layouts():
+            params = {**conv, **layout}
+            runs = [r for r in model.runs(params) if r.seed == 0]
+            if not runs:
+                continue
+            tta = runs[0].tta(target)
+            if tta is None:
+                missed += 1
+            else:
+                ttas.append(math.log(tta))
+    sd = statistics.stdev(ttas) if len(ttas) > 1 else math.nan
+    return {"configs": len(ttas) + missed, "missed": missed, "log_sd": sd,
+            "ratio": sd / pooled_sd if pooled_sd > 0 else math.nan}
+
+
+def _pooled_log_sd(repeats: dict[str, list[Run]], target: float) -> float:
+    logs = []
+    for runs in repeats.values():
+        ttas = [r.tta(target) for r in runs]
+        if all(t is not None for t in ttas):
+            logs.append([math.log(t) for t in ttas if t is not None])
+    return math.sqrt(statistics.fmean(statistics.variance(v) for v in logs)) if logs else math.nan
+
+
 def _repeats(model: TableModel, read: Callable[[dict[str, Any]], Run]) -> dict[str, list[Run]]:
     out: dict[str, list[Run]] = defaultdict(list)
     for r in model.records:
@@ -89,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         "target only (reads the committed table; no training either way)")
     args = parser.parse_args(argv)
     path, records = load_table(args.table, quick=args.quick)
-    model = TableModel(records, load_space(WORKLOAD.space))
+    space = load_space(WORKLOAD.space)
+    model = TableModel(records, space)
 
     def on_cell_axis(r: dict[str, Any]) -> Run:
         times = model.times(r["params"])
@@ -111,7 +148,15 @@ def main(argv: list[str] | None = None) -> int:
               f"over {s['configs_reached']} of {s['configs']} configs: ratio {s['ratio']:.2f} "
               f"({verdict(s['ratio'], TARGET_RATIO, at_least=True)}); log-SD ratio "
               f"{s['log_sd_ratio']:.2f}; on each run's own times {o['ratio']:.2f}")
-        summary.append({k: v for k, v in s.items() if k != "rows"} | {"own_ratio": o["ratio"]})
+        held, points = model.coverage(grid_params(space))
+        w = whole_space(model, space, target, _pooled_log_sd(cell, target))
+        print(f"whole space ({held} of {points} schedule × batch points × {len(model.layouts())} "
+              f"layouts, seed 0): {w['configs']} configs, {w['missed']} miss; SD of log TTA "
+              f"{w['log_sd']:.3f} ÷ within-config {_pooled_log_sd(cell, target):.3f} = "
+              f"{w['ratio']:.2f} ({verdict(w['ratio'], TARGET_RATIO, at_least=True)})"
+              + ("" if held == points else " [partial table]"))
+        summary.append({k: v for k, v in s.items() if k != "rows"} | {"own_ratio": o["ratio"],
+                                                                      "whole_space": w})
     emit("signal", {"workload": WORKLOAD.id, "table": str(path), "machine_class": classes,
                     "quick": args.quick, "targets": summary})
     return 0

@@ -5,9 +5,10 @@ table covers. :class:`TableModel` answers in two parts:
 
 * **convergence** (validation accuracy at each evaluation): the table's runs of the same
   schedule and batch (the non-layout values) on the reference layout, or, for a fixed config
-  (the baseline, its neighbours), the runs of that exact config. One of the recorded seeds is
-  chosen at random, so seed noise is replayed too. Nothing is interpolated: a point the table
-  lacks is not answered.
+  (the baseline, its neighbours), the runs of that exact config. The run of the trial's own
+  seed is used, as a real study's trials all train with the config's seed (0); a seed the
+  table lacks is drawn from the recorded ones. Nothing is interpolated: a point the table lacks
+  is not answered.
 * **time** (training seconds on the TTA clock at each evaluation, and start-up): every run of the
   workload evaluates at the same epochs, so the time of evaluation k on a (layout, batch) cell is
   the median over the table's runs in that cell; start-up is the median of the layout's runs.
@@ -125,14 +126,17 @@ class TableModel:
             return self.by_digest.get(digest, [])
         return self.by_conv.get(self.conv_key(params), [])
 
-    def run(self, params: dict[str, Any], rng: random.Random, *,
-            digest: str | None = None) -> Run | None:
-        """One simulated run of ``params``: a recorded seed, on the time axis of its own layout
-        and batch; None when the table cannot answer."""
+    def run(self, params: dict[str, Any], rng: random.Random, *, digest: str | None = None,
+            seed: int | None = None) -> Run | None:
+        """One simulated run of ``params`` on the time axis of its own layout and batch: the
+        recorded run of ``seed`` (a trial's config seed: 0 unless a confirmation repeat), or of
+        a seed drawn with ``rng`` when that one is not recorded; None when the table cannot
+        answer."""
         seeds, times = self.seeds(params, digest), self.times(params)
         if not seeds or times is None:
             return None
-        return self.on_axis(rng.choice(seeds), params, times)
+        same = [r for r in seeds if r["seed"] == seed]
+        return self.on_axis(same[0] if same else rng.choice(seeds), params, times)
 
     def runs(self, params: dict[str, Any], *, digest: str | None = None) -> list[Run]:
         times = self.times(params)

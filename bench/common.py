@@ -28,7 +28,8 @@ def machine() -> dict[str, Any]:
     model = cpu_model()
     if model == "unknown":
         model = platform.processor() or "unknown"
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "isa": list(flags),
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+            "isa": None if flags is None else list(flags),
             "machine_class": machine_class(flags),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 

@@ -102,8 +102,8 @@ class Trace:
         return next((s for s, q in self.points if q <= quality), math.inf)
 
     def at(self, spent: float) -> float:
-        """The incumbent's expected TTA once ``spent`` node-seconds were used."""
-        return min((q for s, q in self.points if s <= spent), default=math.inf)
+        """The expected TTA of the pick held once ``spent`` node-seconds were used."""
+        return next((q for s, q in reversed(self.points) if s <= spent), math.inf)
 
     @property
     def final(self) -> float:
@@ -182,7 +182,7 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
     rng = random.Random(seed)
     overrides = {"target_accuracy": s.target}
     trace = Trace(strategy, seed)
-    spent, in_a_row = 0.0, 0
+    spent, in_a_row, unanswered_in_a_row = 0.0, 0, 0
     judged: dict[int, float] = {}
     planned: dict[int, tuple[dict[str, Any], str | None]] = {}  # layout-first's layout included
     while spent < s.budget_s:
@@ -210,9 +210,14 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
         planned[trial.number] = (values.params, fixed_key)
         wall = _follow(trial, study, s, pruner, values.params, fixed_key, rng,
                        int(plan.config.get("seed", 0)))
-        if wall is None:
+        if wall is None:  # a point a partial table lacks: told FAIL, which samplers ignore
             trace.unanswered += 1
+            unanswered_in_a_row += 1
+            if unanswered_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
+                trace.ended = f"{unanswered_in_a_row} trials in a row the table cannot answer"
+                break
             continue
+        unanswered_in_a_row = 0
         spent += wall
         trace.trials += 1
         trace.pruned += int(study.trials[trial.number].state == optuna.trial.TrialState.PRUNED)
@@ -311,10 +316,8 @@ def figures(traces: dict[str, list[Trace]], *, quality: float, base_tta: float,
         vs = bootstrap_ratio(cost(ts), ref) if ref is not None and name != "random" else None
         at = [_median([t.at(f * budget_s) for t in ts]) for f in FRACTIONS]
         speed = _median([base_tta / t.final if t.final > 0 else math.inf for t in ts])
-        bound = ("≤ " if ref is not None and _median(ref) >= budget_s > _median(cost(ts))
-                 else "")
-        rows.append([name, f"{found}/{len(ts)}", _interval(med),
-                     bound + _interval(vs, 2) if vs is not None else "-",
+        rows.append([name, f"{found}/{len(ts)}", _interval(med), _vs_random(vs, ref, cost(ts),
+                                                                            budget_s),
                      " / ".join("miss" if math.isinf(x) else f"{x:.0f}" for x in at),
                      f"{speed:.2f}", f"{_median([t.trials for t in ts]):.0f}",
                      f"{_median([t.pruned for t in ts]):.0f}"])
@@ -323,6 +326,19 @@ def figures(traces: dict[str, list[Trace]], *, quality: float, base_tta: float,
                      "speedup_vs_baseline": speed,
                      "ended": sorted({t.ended for t in ts if t.ended})}
     return rows, out
+
+
+def _vs_random(vs: tuple[float, float, float] | None, ref: list[float] | None,
+               mine: list[float], budget_s: float) -> str:
+    """The ratio to random search, marked where a median never got there (counted at budget):
+    ≤ when random's did not (an upper bound), ≥ when this one's did not, n/a when neither."""
+    if vs is None or ref is None:
+        return "-"
+    ref_censored, mine_censored = _median(ref) >= budget_s, _median(mine) >= budget_s
+    if ref_censored and mine_censored:
+        return "n/a (neither got there)"
+    mark = "≤ " if ref_censored else "≥ " if mine_censored else ""
+    return mark + _interval(vs, 2)
 
 
 def pruning_saves(traces: dict[str, list[Trace]], quality: float,

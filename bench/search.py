@@ -58,7 +58,10 @@ def study_trace(study: optuna.Study, model: TableModel,
             best_value = r.values[0]
             observed = r.tta_s if r.tta_s is not None else math.inf
             key = digest(r.fixed["params"], r.fixed.get("overrides") or {}) if r.fixed else None
-            params = dict(r.fixed["params"]) if r.fixed else dict(r.params)
+            layout = (r.config.get("layout") or {})  # layout-first's stage 2 samples no layout
+            params = dict(r.fixed["params"]) if r.fixed else {
+                **{k: layout[k] for k in ("ranks_per_node", "threads_per_rank", "binding")
+                   if k in layout}, **r.params}
             expected = model.expected_tta(params, target, digest=key)
         out.append((spent, observed, expected))
     return out

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.signal [--table FILE] [--targets 0.75 0.8 0.85] [--quick]
 
 A search can only tell configs apart if their TTAs differ by more than one config's runs differ
-from seed to seed. This reads the repeats of the recorded table (``bench.table``: Sobol points
+from seed to seed. This reads the repeats of the recorded table (``bench.table``: grid points
 of the space and the seed baseline, three seeds each, run to max epochs) and reports, at each
 target:
 

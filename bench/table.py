@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if classes - {here}:
         raise SystemExit(f"error: {path} holds runs of machine class {sorted(classes)}, this "
                          f"machine is {here}: one class per table (pass --table)")
-    done = {(r["config_id"], r["seed"]) for r in records}
+    done = {(r["config_id"], r["seed"]) for r in records if r.get("state") == "completed"}
     todo = list(_runs_to_do(runs, done))
     print(f"table {path}: {len(done)} of {len(runs)} runs recorded, {len(todo)} to go "
           f"(workload {WORKLOAD.describe()}, machine class {here}; synthetic stand-in)",

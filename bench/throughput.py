@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             achieved = rate * train_flops
             ratio = achieved / bound[precision]
             target = TARGETS[precision] if full else None
-            emulated = precision != "float32" and not has_bf16(isa_flags())
+            emulated = precision != "float32" and isa_flags() is not None and not has_bf16(
+                isa_flags() or ())
             rows.append([f"{h}x{w}", precision + (" (emulated)" if emulated else ""), batch,
                          rate, rate / bare, achieved / 1e9,
                          bound[precision] / 1e9, ratio, "-" if target is None else
@@ -164,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         speedup[f"{h}x{w}"] = float(bf["images_per_sec"]) / float(fp["images_per_sec"])
     facts = machine()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, class {facts['machine_class']} "
-          f"({' '.join(facts['isa']) or 'no AVX-512'}); {facts['date']}")
-    if not has_bf16(isa_flags()):
+          f"({' '.join(facts['isa'] or []) or 'no AVX-512'}); {facts['date']}")
+    if isa_flags() is not None and not has_bf16(isa_flags() or ()):
         print("this CPU has no bf16 hardware (no avx512_bf16, no amx_bf16): the bf16 bound and "
               "ratios below are against emulated bf16, which is slower than float32 here")
     print(f"\nmatmul bound ({n}x{n}, best of {secs:g}s): fp32 {bound['float32'] / 1e9:.1f} "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import shutil
 import socket
@@ -65,6 +66,7 @@ __all__ = ["Next", "StudyDriver"]
 HEARTBEAT_S = 15.0
 CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
 NODE_CHECK_S = 10.0  # how often a SLURM pool's node states are read (drained, down, ...)
+NODE_RETRY_S = 60.0  # ... and after sinfo could not tell
 NodeProbe = Callable[[list[str]], "dict[str, str] | None"]  # host -> unavailable state
 
 
@@ -149,6 +151,8 @@ class StudyDriver:
             raise ConfigError("a study needs a target accuracy: pass --target-accuracy or set "
                               f"target_accuracy in the base of {settings.space}")
         self.max_epochs = float(merged.get("max_epochs", 20.0))
+        target = merged.get("target_accuracy")
+        self.target = float(target) if target is not None else math.inf  # none: never reached
         self.base = merged
         self.started = self.clock.now()
         self.rec: Recorder | None = None
@@ -221,8 +225,9 @@ class StudyDriver:
                     shown = self.clock.now()
                     self._show_clock(study, active)
                 if self.node_probe is not None and self.clock.now() - checked >= NODE_CHECK_S:
-                    checked = self.clock.now()
-                    self._check_nodes(study, pool)
+                    # a probe that could not tell waits longer (an unresponsive slurmctld)
+                    checked = self.clock.now() + (0.0 if self._check_nodes(study, pool)
+                                                  else NODE_RETRY_S - NODE_CHECK_S)
                 room = waiting is None and len(active) < concurrency
                 # (deciding reads every trial: only when a trial could start or none runs)
                 nxt = (self._next(study, len(active) + (waiting is not None))
@@ -251,6 +256,11 @@ class StudyDriver:
                             pool.release(hosts)
                             raise
                         continue
+                    if not active and nxt in (Next.TIMEOUT, Next.BUDGET):
+                        # it waited for nodes that never came (e.g. drained): it never ran
+                        rec.failed_to_start(study, waiting.trial, waiting.run, "no free node "
+                                            f"before the study ended ({self._why_stopped(nxt)})")
+                        waiting = None
                 if not active and waiting is None and nxt not in (Next.ASK, Next.WAIT):
                     if nxt is not Next.DONE:
                         self.log(self._why_stopped(nxt))
@@ -304,12 +314,13 @@ class StudyDriver:
             return Next.WAIT if mine or others else Next.DONE
         return Next.ASK
 
-    def _check_nodes(self, study: optuna.Study, pool: HostPool) -> None:
-        """Exclude the pool's hosts that SLURM will not give a job (drained, down, ...)."""
+    def _check_nodes(self, study: optuna.Study, pool: HostPool) -> bool:
+        """Exclude the pool's hosts that SLURM will not give a job (drained, down, ...);
+        False when the probe could not tell."""
         assert self.node_probe is not None
         states = self.node_probe([h.name for h in pool.hosts])
         if states is None:  # sinfo could not tell: keep what we know
-            return
+            return False
         new, back = pool.exclude({n: f"SLURM node state {st}" for n, st in states.items()})
         for name, why in new.items():
             self.log(f"host {name} excluded ({why}): no new trial is placed on it; a trial "
@@ -318,6 +329,7 @@ class StudyDriver:
             self.log(f"host {name} is back in the pool")
         if new or back:
             study.set_user_attr("excluded_hosts", dict(pool.excluded))
+        return True
 
     def _why_stopped(self, nxt: Next) -> str:
         if nxt is Next.TIMEOUT:
@@ -408,7 +420,10 @@ class StudyDriver:
                 step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
             a.last_step = step
             trial.report(intermediate_value(float(acc)), step)
-            if not finished and trial.should_prune():
+            # a job at the target or at its last evaluation ends by itself: never prune it
+            last = float(event.get("epoch") or 0.0) >= self.max_epochs - 1e-6
+            if (not finished and float(acc) < self.target and not last
+                    and trial.should_prune()):
                 a.job.cancel()
                 a.events += a.tail.poll()
                 return self._outcome(a, pruned=True)

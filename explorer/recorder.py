@@ -116,8 +116,9 @@ class Recorder:
 
     def failed_to_start(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
                         reason: str) -> None:
-        """A trial whose job could not be started (a launcher error): FAILED."""
+        """A trial whose job could not be started (a launcher error, no free node): FAILED."""
         run.set_tags({"reason": reason})
+        set_attrs(trial, state=Outcome.FAILED, reason=reason)
         run.end(Outcome.FAILED)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 

@@ -388,9 +388,13 @@ def unavailable_nodes(names: Sequence[str], *, sinfo: str = "sinfo",
         return None
     out: dict[str, str] = {}
     for line in done.stdout.splitlines():
-        node, _, state = line.strip().partition("|")
-        state = state.rstrip("*~#!%$@^-+").lower()  # sinfo's flag suffixes
-        if node in names and (state in UNAVAILABLE or any(
-                state.startswith(u) for u in ("drain", "down", "fail", "maint"))):
+        node, _, raw = line.strip().partition("|")
+        state = raw.rstrip("*~#!%$@^-+").lower()  # sinfo's flag suffixes
+        if node not in names:
+            continue
+        if raw.endswith("*"):  # the controller cannot reach the node's slurmd
+            out[node] = f"{state} (not responding)"
+        elif state in UNAVAILABLE or state.startswith(("drain", "down", "fail", "maint",
+                                                        "reboot", "power")):
             out[node] = state
     return out

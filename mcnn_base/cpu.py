@@ -27,15 +27,19 @@ def _field(text: str, name: str) -> str | None:
     return None
 
 
-def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...] | None:
     """The :data:`ISA_FLAGS` this host has (``cpuinfo``: the text of /proc/cpuinfo, read when
-    None; an unreadable file gives no flags)."""
+    None); None when they cannot be read (no file, or no x86 ``flags`` line, e.g. on aarch64),
+    so that nothing is refused for a CPU this module cannot read."""
     if cpuinfo is None:
         try:
             cpuinfo = CPUINFO.read_text()
         except OSError:
-            return ()
-    flags = set((_field(cpuinfo, "flags") or "").split())
+            return None
+    line = _field(cpuinfo, "flags")
+    if line is None:
+        return None
+    flags = set(line.split())
     return tuple(f for f in ISA_FLAGS if f in flags)
 
 
@@ -48,9 +52,11 @@ def cpu_model(cpuinfo: str | None = None) -> str:
     return _field(cpuinfo, "model name") or "unknown"
 
 
-def machine_class(flags: tuple[str, ...]) -> str:
+def machine_class(flags: tuple[str, ...] | None) -> str:
     """``amx`` (AMX tiles with bf16), ``avx512-bf16`` (AVX512_BF16, no AMX), ``avx512`` (AVX-512F
-    only: bf16 emulated) or ``other``."""
+    only: bf16 emulated), ``other`` or ``unknown`` (flags not read)."""
+    if flags is None:
+        return "unknown"
     if "amx_bf16" in flags and "amx_tile" in flags:
         return "amx"
     if "avx512_bf16" in flags:

@@ -158,6 +158,31 @@ def _stop(pidfile: Path, grace_s: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _end_jobs(cluster: SlurmCluster, timeout: float = 60.0) -> None:
+    """Cancel every job and wait (bounded) until the queue is empty and no step is left."""
+    cluster.run("scancel", "--user=root", timeout=30)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = cluster.run("squeue", "-h", timeout=30)
+        if queue.returncode == 0 and not queue.stdout.strip() and not _stepds():
+            return
+        time.sleep(0.5)
+
+
+def _stepds() -> list[int]:
+    """slurmstepd processes on this machine (a test machine runs no other SLURM)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"slurmstepd" in cmd:
+                found.append(int(entry.name))
+    return found
+
+
 @contextlib.contextmanager
 def slurm_cluster(nodes: int = 1, cores: int = 2) -> Iterator[SlurmCluster]:
     """Start a private cluster of ``nodes`` nodes with ``cores`` CPUs each; always stop it."""
@@ -217,6 +242,6 @@ def slurm_cluster(nodes: int = 1, cores: int = 2) -> Iterator[SlurmCluster]:
                 raise RuntimeError(f"slurmd {name} did not start: {done.stderr.strip()} "
                                    f"{log.read_text()[-800:] if log.is_file() else ''}")
             stack.callback(_stop, root / f"slurmd-{name}.pid")
-        stack.callback(cluster.run, "scancel", "--user=root", timeout=30)  # jobs end first
+        stack.callback(_end_jobs, cluster)  # jobs end before the daemons stop
         cluster.wait_idle(60.0)
         yield cluster

@@ -421,3 +421,36 @@ def test_a_drained_host_gets_no_new_trial_until_it_is_back(tmp_path, tracking):
     starts = [job.started for _, job in launcher.launched]
     assert starts[1] >= starts[0] + 40.0 and starts[2] - starts[1] < 15.0
     assert {"h2": "drained"} in seen and study.user_attrs["excluded_hosts"] == {}
+
+
+def test_a_trial_at_its_target_or_last_evaluation_is_never_pruned(tmp_path, tracking,
+                                                                   monkeypatch):
+    # a pruner that prunes whenever it is asked: the loop must not ask at the target (the job
+    # is ending with its TTA) nor at the last evaluation (it is ending with its result)
+    monkeypatch.setattr(study_mod, "make_pruner",
+                        lambda name, max_epochs: optuna.pruners.ThresholdPruner(upper=0.0))
+    clock = ManualClock(0.0)
+    last_only = Script([(2.0, {"event": "start", "startup_s": 2.0}),
+                        (12.0, {"event": "epoch", "epoch": 4, "val_accuracy": 0.5,
+                                "elapsed_s": 10.0, "images_per_sec": 100.0}),
+                        (12.0, {"event": "done", "reason": "max_epochs", "tta_s": None,
+                                "best_val_accuracy": 0.5, "startup_s": 2.0})],
+                       exit_after_s=12.1)
+    launcher = FakeLauncher(clock, [epochs([0.9], target=0.8), epochs([0.5, 0.6, 0.7, 0.75]),
+                                    last_only])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=3).run()
+    r = _by_number(study)
+    assert r[0].state is Outcome.COMPLETED and r[0].tta_s is not None  # at its target
+    assert r[1].state is Outcome.PRUNED and r[1].reason == "pruned after epoch 1"
+    assert r[2].state is Outcome.COMPLETED and r[2].tta_s is None  # its last evaluation
+
+
+def test_a_trial_waiting_for_nodes_that_never_come_ends_with_the_study(tmp_path, tracking):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [])
+    study = _driver(tmp_path, tracking, launcher, clock, trials=2, timeout_s=60.0,
+                    hosts=[HostInfo("h1", 2)], node_probe=lambda names: {"h1": "drained"}).run()
+    assert launcher.launched == []
+    (only,) = records(study)
+    assert only.state is Outcome.FAILED
+    assert only.reason.startswith("no free node before the study ended (study timeout")

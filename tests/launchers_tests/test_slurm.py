@@ -327,3 +327,19 @@ def test_missing_executables_raise_launch_error(fake_slurm, tmp_path, mode, kwar
         SlurmLauncher(mode, **kwargs).launch(tmp_path / "c.yaml", Resources(),
                                              workdir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_unavailable_nodes_reads_sinfo_states_and_flags(tmp_path):
+    sinfo = tmp_path / "sinfo"
+    sinfo.write_text("#!/bin/sh\nprintf 'n1|idle\\nn2|drained\\nn3|draining\\nn4|idle*\\n"
+                     "n5|reboot_requested\\nn6|mixed\\nn7|down~\\nother|down\\n'\n")
+    sinfo.chmod(0o755)
+    names = [f"n{i}" for i in range(1, 8)]
+    assert slurm.unavailable_nodes(names, sinfo=str(sinfo)) == {
+        "n2": "drained", "n3": "draining", "n4": "idle (not responding)",
+        "n5": "reboot_requested", "n7": "down"}
+    failing = tmp_path / "sinfo-fails"
+    failing.write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    assert slurm.unavailable_nodes(names, sinfo=str(failing)) is None  # cannot tell
+    assert slurm.unavailable_nodes(names, sinfo="no-such-sinfo-xyz") is None

@@ -111,7 +111,8 @@ def _allocation(cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Itera
     """A one-node allocation (``salloc --no-shell``) whose variables this process carries, as
     a driver started inside ``salloc`` does; cancelled on exit."""
     granted = cluster.run("salloc", "--no-shell", "-N1", "--exclusive", timeout=60)
-    job_id = next(w for w in granted.stderr.split() if w.isdigit())
+    job_id = next((w for w in granted.stderr.split() if w.isdigit()), None)
+    assert job_id is not None, f"salloc --no-shell failed: {granted.stderr}"
     try:
         node = cluster.run("squeue", "-h", "-j", job_id, "-o", "%N").stdout.strip()
         for key, value in {**cluster.env, "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": node,
@@ -204,9 +205,14 @@ def test_a_node_drained_mid_study_gets_no_new_trial_and_status_says_so(cluster, 
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+        if proc.poll() is None:  # SIGTERM: salloc releases its allocation and ends the driver
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        cluster.run("scancel", "--user=root")
         if drained:
             cluster.run("scontrol", "update", f"nodename={drained}", "state=resume")
     assert f"host {drained} excluded (SLURM node state drain" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from launchers.hosts import detect_local
+from launchers.hosts import HostInfo, detect_local
 from mcnn_base.cpu import cpu_model, has_bf16, isa_flags, machine_class, memory_gib
 
 # /proc/cpuinfo's first processor, trimmed to the fields read (flags cut to the relevant part)
@@ -27,7 +27,13 @@ EPYC = ("processor\t: 0\nmodel name\t: AMD EPYC\n"
 def test_flags_class_and_bf16_hardware(text, flags, klass, bf16):
     assert isa_flags(text) == flags
     assert machine_class(isa_flags(text)) == klass
-    assert has_bf16(isa_flags(text)) is bf16
+    assert has_bf16(flags) is bf16
+
+
+def test_a_cpu_without_an_x86_flags_line_is_not_read_as_lacking_bf16():
+    arm = "processor\t: 0\nFeatures\t: fp asimd bf16 sve\n"  # aarch64 names them Features
+    assert isa_flags(arm) is None and machine_class(None) == "unknown"
+    assert HostInfo("arm1", 4, isa=isa_flags(arm)).bf16_hardware is None  # not refused
 
 
 def test_model_and_memory():

@@ -17,6 +17,8 @@ import optuna
 import pytest
 
 import explorer.driver as driver_mod
+from devsupport.slurm_cluster import SlurmCluster, slurm_cluster
+from explorer.cli import main as cli_main
 from explorer.driver import StudyDriver
 from explorer.mcnn.events import read_events
 from explorer.outcome import classify
@@ -25,7 +27,7 @@ from explorer.record import Outcome
 from explorer.study import StudySettings
 from launchers import JobState, Resources, SlurmLauncher
 from launchers.hosts import hosts_from_slurm
-from tests.slurm import SlurmCluster, require_slurm, slurm_cluster
+from tests.slurm import require_slurm
 from tests.spaces import write_space, write_trial_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
@@ -141,43 +143,18 @@ def test_cancelling_a_job_ends_it_and_leaves_no_process_on_any_node(
             config, Resources(ranks_per_node=2, threads_per_rank=1, binding="none"),
             workdir=workdir)
         events = workdir / "events.jsonl"
-        _wait(lambda: events.is_file() and any(e.get("event") == "epoch"
-                                               for e in read_events(events)), 240, "an epoch")
+        _wait(lambda: events.is_file() and any(e.get("event") == "start"
+                                               for e in read_events(events)), 240,
+              "the ranks to start")
         assert _processes_mentioning(str(config)), "the job is not running"
         assert job.cancel() is JobState.CANCELLED
         _wait(lambda: not _processes_mentioning(str(config)), 60, "the ranks to end")
     _wait(lambda: cluster.run("squeue", "-h").stdout.strip() == "", 60, "an empty queue")
 
 
-def test_an_exported_sbatch_script_runs_under_real_sbatch(cluster, synth_tree, tmp_path,
-                                                          monkeypatch):
-    from explorer.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
-    space = write_space(tmp_path / "space.yaml", name="export", epochs=1, ranks=(2,))
-    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'ml.db'}"
-    assert main(["study", "launch", "--space", str(space), "--data", str(synth_tree),
-                 "--study", "e", "--storage", storage, "--tracking-uri", tracking,
-                 "--trials", "1", "--target-accuracy", "0.99", "--seed", "0",
-                 "--workdir", str(tmp_path / "runs")]) == 0
-    script = tmp_path / "best.sbatch"
-    assert main(["study", "export", "--study", "e", "--storage", storage, "--format", "sbatch",
-                 "--out", str(script)]) == 0
-    text = script.read_text()
-    assert text.startswith("#!") and "srun" in text
-    submitted = cluster.run("sbatch", "--parsable", str(script), timeout=60)
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.strip().split(";")[0]
-    _wait(lambda: cluster.run("squeue", "-h", "-j", job_id).stdout.strip() == "", 300,
-          f"job {job_id} to finish")
-    events = read_events(tmp_path / "events.jsonl")  # beside the config the script runs
-    assert any(e.get("event") == "done" for e in events), events[-3:]
-
-
 def test_a_node_drained_mid_study_gets_no_new_trial_and_status_says_so(cluster, synth_tree,
                                                                        tmp_path):
-    space = write_space(tmp_path / "space.yaml", name="drain", epochs=3, ranks=(1,))
+    space = write_space(tmp_path / "space.yaml", name="drain", epochs=2, ranks=(1,))
     storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'ml.db'}"
     env = {**cluster.env, "MCNN_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     cli = [sys.executable, "-m", "explorer.cli", "study"]
@@ -242,14 +219,19 @@ def test_a_job_ended_by_slurms_time_limit_is_recorded_as_a_timeout(cluster, synt
     assert outcome.reason.startswith("timeout: SLURM's time limit ended job"), job.log_tail()
 
 
-def test_under_srun_a_failing_trial_fails_with_its_reason_and_the_study_goes_on(
+def test_under_srun_a_failing_trial_fails_and_the_exported_best_runs_under_sbatch(
         cluster, synth_tree, tmp_path, monkeypatch):
+    """A study inside an allocation (its driver in this process): the first trial's rank 1
+    raises, the second completes; then ``study export --format sbatch`` of the best, submitted
+    with real ``sbatch``, runs and writes its events."""
     monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path}/o.db"
     with _allocation(cluster, monkeypatch):
         real = driver_mod.build_plan
-        planned = iter([{}, {"fault": {"kind": "raise", "rank": 1, "at_step": 3}}])
+        planned = iter([{"fault": {"kind": "raise", "rank": 1, "at_step": 3}}])
 
-        def plan_with_fault(*args: Any, **kwargs: Any) -> Any:  # trial 1: rank 1 raises
+        def plan_with_fault(*args: Any, **kwargs: Any) -> Any:  # trial 0: rank 1 raises
             kwargs["overrides"] = {**kwargs.get("overrides", {}), **next(planned, {})}
             return real(*args, **kwargs)
 
@@ -257,16 +239,28 @@ def test_under_srun_a_failing_trial_fails_with_its_reason_and_the_study_goes_on(
         space = write_space(tmp_path / "space.yaml", name="fail", epochs=1, ranks=(2,),
                             base={"progress_every_s": 1})
         settings = StudySettings(
-            space=space, data_root=synth_tree, study="f", storage=f"sqlite:///{tmp_path}/o.db",
+            space=space, data_root=synth_tree, study="f", storage=storage,
             tracking_uri=f"sqlite:///{tmp_path}/m.db", workdir=tmp_path / "runs",
-            hosts=hosts_from_slurm(), trials=3, target_accuracy=0.99, pruner="none",
+            hosts=hosts_from_slurm(), trials=2, target_accuracy=0.99, pruner="none",
             trial_timeout_s=240.0)
         with open(os.devnull, "w") as sink:
             study = StudyDriver(settings, SlurmLauncher("srun", grace_s=3),
-                                progress=ProgressLine(3, stream=sink)).run()
-    t0, t1, t2 = study.get_trials(deepcopy=False)
-    assert t1.state is optuna.trial.TrialState.FAIL, t1.user_attrs.get("reason")
-    assert "injected fault on rank 1 at step 3" in t1.user_attrs["reason"]
-    assert t0.state is t2.state is optuna.trial.TrialState.COMPLETE  # the study went on
-    assert all(t.user_attrs["argv"][0].endswith("srun") for t in (t0, t1, t2))
+                                progress=ProgressLine(2, stream=sink)).run()
+    t0, t1 = study.get_trials(deepcopy=False)
+    assert t0.state is optuna.trial.TrialState.FAIL, t0.user_attrs.get("reason")
+    assert "injected fault on rank 1 at step 3" in t0.user_attrs["reason"]
+    assert t1.state is optuna.trial.TrialState.COMPLETE  # the study went on
+    assert all(t.user_attrs["argv"][0].endswith("srun") for t in (t0, t1))
     _wait(lambda: not _processes_mentioning(str(tmp_path / "runs")), 60, "no rank left")
+
+    script = tmp_path / "best.sbatch"
+    assert cli_main(["study", "export", "--study", "f", "--storage", storage, "--format",
+                     "sbatch", "--out", str(script)]) == 0
+    assert script.read_text().startswith("#!") and "srun" in script.read_text()
+    submitted = cluster.run("sbatch", "--parsable", str(script), timeout=60)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().split(";")[0]
+    _wait(lambda: cluster.run("squeue", "-h", "-j", job_id).stdout.strip() == "", 300,
+          f"job {job_id} to finish")
+    events = read_events(tmp_path / "events.jsonl")  # beside the config the script runs
+    assert any(e.get("event") == "done" for e in events), events[-3:]

@@ -315,17 +315,34 @@ def figures(traces: dict[str, list[Trace]], *, quality: float, base_tta: float,
         med = bootstrap_median(to_q)
         vs = bootstrap_ratio(cost(ts), ref) if ref is not None and name != "random" else None
         at = [_median([t.at(f * budget_s) for t in ts]) for f in FRACTIONS]
-        speed = _median([base_tta / t.final if t.final > 0 else math.inf for t in ts])
+        speeds = [v for v in (_speedup(base_tta, t.final) for t in ts) if not math.isnan(v)]
+        speed = _median(speeds) if speeds else math.nan
         rows.append([name, f"{found}/{len(ts)}", _interval(med), _vs_random(vs, ref, cost(ts),
                                                                             budget_s),
                      " / ".join("miss" if math.isinf(x) else f"{x:.0f}" for x in at),
-                     f"{speed:.2f}", f"{_median([t.trials for t in ts]):.0f}",
+                     _speedup_text(speed, base_tta), f"{_median([t.trials for t in ts]):.0f}",
                      f"{_median([t.pruned for t in ts]):.0f}"])
         out[name] = {"found": found, "seeds": len(ts), "node_s_to_quality": med,
                      "vs_random": vs, "best_at": dict(zip(map(str, FRACTIONS), at, strict=True)),
                      "speedup_vs_baseline": speed,
                      "ended": sorted({t.ended for t in ts if t.ended})}
     return rows, out
+
+
+def _speedup(base: float, pick: float) -> float:
+    """Baseline TTA ÷ the pick's (∞ when only the baseline misses, 0 when only the pick does,
+    NaN when both miss)."""
+    if math.isinf(base) and math.isinf(pick):
+        return math.nan
+    return math.inf if math.isinf(base) else base / pick
+
+
+def _speedup_text(speed: float, base: float) -> str:
+    if math.isnan(speed):
+        return "- (both miss)"
+    if math.isinf(speed):
+        return "baseline misses"
+    return f"{speed:.2f}" + (" (baseline misses)" if math.isinf(base) else "")
 
 
 def _vs_random(vs: tuple[float, float, float] | None, ref: list[float] | None,

@@ -30,6 +30,7 @@ import optuna
 import yaml
 
 from explorer.clock import Clock, SystemClock
+from explorer.hardware import with_hardware
 from explorer.mcnn.events import EventTail
 from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
@@ -173,6 +174,9 @@ class StudyDriver:
         # lock at a time, never nested: the two stores may be one database)
         with schema_lock([("--storage", self.s.storage)]):
             study, storage = open_study(self.s, max_epochs=self.max_epochs, attrs=attrs)
+        # the hosts' ISA flags and memory (read once per pool through the launcher; cached)
+        self.s = dataclasses.replace(self.s, hosts=with_hardware(
+            study, self.s.hosts, self.launcher, self.s.mca, self.log))
         with schema_lock([("--tracking-uri", self.s.tracking_uri)]):
             rec = self.rec = Recorder.open(self.s, study, self.log)
         stale = recover_stale(study, storage, stale_after_s=self.s.stale_after_s,

@@ -261,3 +261,10 @@ class Launcher(ABC):
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
                **options: Any) -> JobHandle:
         """Start the training job of ``config_path`` and return its handle."""
+
+    def probe_argv(self, command: list[str], hosts: Sequence[str],
+                   mca: Mapping[str, str]) -> list[str] | None:
+        """The argv that runs ``command`` once on each of ``hosts`` (one rank per host, in
+        ``hosts`` order), the way this launcher starts trials; None when it cannot (e.g. batch
+        jobs, which would queue)."""
+        return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,15 @@ class MpirunLauncher(Launcher):
     def __init__(self, mpirun: str = "mpirun", grace_s: float = 5.0) -> None:
         self.mpirun = mpirun
         self.grace_s = grace_s
+
+    def probe_argv(self, command: list[str], hosts: Sequence[str],
+                   mca: Mapping[str, str]) -> list[str] | None:
+        exe = shutil.which(self.mpirun)
+        if exe is None:
+            return None
+        resources = Resources(hosts=tuple(hosts), ranks_per_node=1, threads_per_rank=1,
+                              binding="none", mca=dict(mca))
+        return build_mpirun_argv(command, resources, mpirun=exe)
 
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
                **options: Any) -> Job:

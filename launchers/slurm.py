@@ -301,6 +301,16 @@ class SlurmLauncher(Launcher):
         self.account = None if account is None else _check_name("account", account)
         self.grace_s = grace_s
 
+    def probe_argv(self, command: list[str], hosts: Sequence[str],
+                   mca: Mapping[str, str]) -> list[str] | None:
+        """``srun`` one task per host inside an allocation (a batch job would queue: None)."""
+        exe = shutil.which(self.srun)
+        if self.resolved_mode() != "srun" or exe is None:
+            return None
+        resources = Resources(hosts=tuple(hosts), ranks_per_node=1, threads_per_rank=1,
+                              binding="none")
+        return build_srun_argv(command, resources, srun=exe, mpi="none")
+
     def resolved_mode(self, environ: Mapping[str, str] | None = None) -> str:
         """``srun`` or ``sbatch``: ``auto`` picks ``srun`` inside an allocation (``SLURM_JOB_ID``)."""
         if self.mode != "auto":

@@ -7,9 +7,13 @@ names the class it was measured on, and node-seconds of different classes never 
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "cpu_model", "has_bf16", "isa_flags", "machine_class", "memory_gib"]
+__all__ = ["ISA_FLAGS", "cpu_model", "describe", "has_bf16", "isa_flags", "machine_class",
+           "memory_gib"]
 
 # the flags that matter for the job's matmuls/convolutions, in /proc/cpuinfo's spelling
 ISA_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
@@ -82,3 +86,18 @@ def memory_gib(meminfo: str | None = None) -> float | None:
     if not value or not value.split()[0].isdigit():
         return None
     return round(int(value.split()[0]) / 1024**2, 1)  # kB
+
+
+def describe() -> dict[str, object]:
+    """This host's hardware as one JSON-able record (what ``python -m mcnn_base.cpu`` prints),
+    with the launcher's rank and node name so that a probe of many hosts can tell them apart."""
+    flags = isa_flags()
+    rank = os.environ.get("OMPI_COMM_WORLD_RANK") or os.environ.get("SLURM_PROCID")
+    return {"rank": None if rank is None else int(rank), "node": os.environ.get("SLURMD_NODENAME"),
+            "hostname": socket.gethostname(), "isa": None if flags is None else list(flags),
+            "machine_class": machine_class(flags), "memory_gib": memory_gib(),
+            "cores": len(os.sched_getaffinity(0)), "model": cpu_model()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(describe()), flush=True)

@@ -12,6 +12,7 @@ import pytest
 
 from devsupport.netns import netns_available, netns_hosts
 from explorer.cli import main
+from mcnn_base.cpu import isa_flags
 from tests.conftest import requires_mpi
 from tests.faults.conftest import no_orphans as no_orphans
 from tests.faults.conftest import wait_for_no_new_processes
@@ -46,7 +47,12 @@ def test_pool_runs_trials_at_once_on_disjoint_hosts(synth_tree, study_env, no_or
         assert code == 0
         assert not wait_for_no_new_processes([], tag=no_orphans), "orphan processes"
         namespaces = dict(zip(net.hosts, net.namespaces, strict=True))
-    trials = optuna.load_study(study_name="pool", storage=storage).trials
+    loaded = optuna.load_study(study_name="pool", storage=storage)
+    # each host's hardware was read there, through mpirun and the rsh agent, and cached
+    hardware = loaded.user_attrs["host_hardware"]
+    assert set(hardware) == set(net.hosts)
+    assert all(h["isa"] == list(isa_flags() or []) and h["memory_gib"] for h in hardware.values())
+    trials = loaded.trials
     assert [t.params["nodes"] for t in trials] == [1, 1, 3, 2]
     big = trials[2]
     assert big.user_attrs["state"] == "INFEASIBLE" and "nodes = 3 > 2" in big.user_attrs["reason"]

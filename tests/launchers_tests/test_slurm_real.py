@@ -80,6 +80,8 @@ def _study_in_allocation(cluster: SlurmCluster, synth_tree: Path, tmp_path: Path
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     study = optuna.load_study(study_name="s", storage=storage)
+    # each node's hardware was read on the node (srun, or mpirun through SLURM) and cached
+    assert set(study.user_attrs["host_hardware"]) == set(cluster.nodes)
     trials = [t for t in study.trials if t.state.is_finished()]
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials), [
         (t.state, t.user_attrs.get("reason")) for t in trials]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import os
-import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from explorer.hardware import with_hardware
 from explorer.mcnn.events import EventTail
 from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
-from explorer.pool import HostPool
+from explorer.pool import NODE_CHECK_S, NODE_RETRY_S, HostPool, NodeProbe, slurm_probe
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine, duration
 from explorer.record import Outcome, set_attrs
@@ -55,7 +53,6 @@ from explorer.tracking import RunRecorder
 from explorer.values import queue_fixed, trial_values
 from launchers.base import JobHandle, Launcher
 from launchers.hosts import HostInfo
-from launchers.slurm import unavailable_nodes
 from mcnn_base.errors import ConfigError, LaunchError
 from mcnn_base.urls import mask_url
 from search_spaces.baseline import load_baseline
@@ -66,16 +63,7 @@ __all__ = ["Next", "StudyDriver"]
 
 HEARTBEAT_S = 15.0
 CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
-NODE_CHECK_S = 10.0  # how often a SLURM pool's node states are read (drained, down, ...)
-NODE_RETRY_S = 60.0  # ... and after sinfo could not tell
-NodeProbe = Callable[[list[str]], "dict[str, str] | None"]  # host -> unavailable state
 
-
-def _slurm_probe() -> NodeProbe | None:
-    """Inside a SLURM allocation with ``sinfo``: read its nodes' states; else nothing."""
-    if os.environ.get("SLURM_JOB_ID") and shutil.which("sinfo"):
-        return unavailable_nodes
-    return None
 POLL_S = 0.5
 
 # (base config, settings, log) -> training images: builds the shard cache (a child process)
@@ -130,7 +118,7 @@ class StudyDriver:
                  node_probe: NodeProbe | None = None) -> None:
         self.s = settings
         self.launcher = launcher
-        self.node_probe = node_probe if node_probe is not None else _slurm_probe()
+        self.node_probe = node_probe if node_probe is not None else slurm_probe()
         self.clock: Clock = clock or SystemClock()
         self.prepare = prepare
         check_sampler(settings.sampler)
@@ -202,7 +190,7 @@ class StudyDriver:
         active: list[_Active] = []
         waiting: _Asked | None = None  # asked and planned, waiting for free nodes
         beat = shown = self.clock.now()
-        checked = -float("inf")
+        next_check = self.clock.now()
         self._show_clock(study, active)
         infeasible_run = 0
         try:
@@ -228,10 +216,8 @@ class StudyDriver:
                 if self.clock.now() - shown >= CLOCK_EVERY_S:
                     shown = self.clock.now()
                     self._show_clock(study, active)
-                if self.node_probe is not None and self.clock.now() - checked >= NODE_CHECK_S:
-                    # a probe that could not tell waits longer (an unresponsive slurmctld)
-                    checked = self.clock.now() + (0.0 if self._check_nodes(study, pool)
-                                                  else NODE_RETRY_S - NODE_CHECK_S)
+                if self.node_probe is not None and self.clock.now() >= next_check:
+                    next_check = self.clock.now() + self._check_nodes(study, pool)
                 room = waiting is None and len(active) < concurrency
                 # (deciding reads every trial: only when a trial could start or none runs)
                 nxt = (self._next(study, len(active) + (waiting is not None))
@@ -318,22 +304,14 @@ class StudyDriver:
             return Next.WAIT if mine or others else Next.DONE
         return Next.ASK
 
-    def _check_nodes(self, study: optuna.Study, pool: HostPool) -> bool:
-        """Exclude the pool's hosts that SLURM will not give a job (drained, down, ...);
-        False when the probe could not tell."""
+    def _check_nodes(self, study: optuna.Study, pool: HostPool) -> float:
+        """Exclude the pool's hosts that SLURM will not give a job (drained, down, ...); the
+        seconds until the next check."""
         assert self.node_probe is not None
-        states = self.node_probe([h.name for h in pool.hosts])
-        if states is None:  # sinfo could not tell: keep what we know
-            return False
-        new, back = pool.exclude({n: f"SLURM node state {st}" for n, st in states.items()})
-        for name, why in new.items():
-            self.log(f"host {name} excluded ({why}): no new trial is placed on it; a trial "
-                     "running there goes on")
-        for name in back:
-            self.log(f"host {name} is back in the pool")
-        if new or back:
+        changed = pool.refresh(self.node_probe, self.log)
+        if changed:
             study.set_user_attr("excluded_hosts", dict(pool.excluded))
-        return True
+        return NODE_CHECK_S if changed is not None else NODE_RETRY_S
 
     def _why_stopped(self, nxt: Next) -> str:
         if nxt is Next.TIMEOUT:

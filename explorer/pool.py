@@ -9,11 +9,25 @@ back, and a trial already running there keeps it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Callable, Sequence
 
 from launchers.hosts import HostInfo
+from launchers.slurm import unavailable_nodes
 
-__all__ = ["HostPool"]
+__all__ = ["NODE_CHECK_S", "NODE_RETRY_S", "HostPool", "NodeProbe", "slurm_probe"]
+
+NODE_CHECK_S = 10.0  # how often a SLURM pool's node states are read (drained, down, ...)
+NODE_RETRY_S = 60.0  # ... and after the probe could not tell (an unresponsive slurmctld)
+NodeProbe = Callable[[list[str]], "dict[str, str] | None"]  # host -> why it is unavailable
+
+
+def slurm_probe() -> NodeProbe | None:
+    """Inside a SLURM allocation with ``sinfo``: read its nodes' states; else nothing."""
+    if os.environ.get("SLURM_JOB_ID") and shutil.which("sinfo"):
+        return unavailable_nodes
+    return None
 
 
 class HostPool:
@@ -37,6 +51,20 @@ class HostPool:
     def free(self) -> list[HostInfo]:
         return [h for h in self.hosts if h.name not in self._busy
                 and h.name not in self.excluded]
+
+    def refresh(self, probe: NodeProbe, log: Callable[[str], None]) -> bool | None:
+        """Exclude the hosts ``probe`` says are unavailable (and take back the others), logging
+        each change; whether anything changed, or None when the probe could not tell."""
+        states = probe([h.name for h in self.hosts])
+        if states is None:  # keep what we know
+            return None
+        new, back = self.exclude({n: f"SLURM node state {st}" for n, st in states.items()})
+        for name, why in new.items():
+            log(f"host {name} excluded ({why}): no new trial is placed on it; a trial running "
+                "there goes on")
+        for name in back:
+            log(f"host {name} is back in the pool")
+        return bool(new or back)
 
     def exclude(self, reasons: dict[str, str]) -> tuple[dict[str, str], list[str]]:
         """Place no new trial on the hosts of ``reasons`` (host -> why), and again on the others

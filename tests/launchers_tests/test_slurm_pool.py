@@ -36,7 +36,10 @@ def test_study_in_an_allocation_runs_trials_on_disjoint_nodes(fake_slurm, synth_
                  "--launcher", "slurm", "--srun-mpi", "pmi2"]) == 0
     trials = optuna.load_study(study_name="sp", storage=storage).trials
     assert [t.user_attrs["state"] for t in trials] == ["COMPLETED", "COMPLETED"]
-    calls = fake_slurm.calls("srun")
+    every = fake_slurm.calls("srun")
+    # one srun reads the nodes' hardware (python -m mcnn_base.cpu), one per trial trains
+    assert sum("mcnn_base.cpu" in c["argv"] for c in every) == 1
+    calls = [c for c in every if "explorer.mcnn.train" in c["argv"]]
     assert len(calls) == 2
     # the two trials overlapped in time, each on its own node of the allocation
     spans = []

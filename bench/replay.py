@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"layout assumption: mean |Δ accuracy| per evaluation {check['layout_mean_abs_diff']:.3f}"
           f" between layouts ({check['layout_pairs']} pairs) vs {check['seed_mean_abs_diff']:.3f}"
           f" between seeds ({check['seed_pairs']} pairs); best expected TTA {best:.1f}s, seed "
-          f"baseline {base_tta:.1f}s", flush=True)
+          f"baseline {'misses the target' if math.isinf(base_tta) else f'{base_tta:.1f}s'}",
+          flush=True)
     traces: dict[str, list[Trace]] = {}
     for name in _available(strategies, print):
         traces[name] = [replay(s, name, seed) for seed in range(seeds)]

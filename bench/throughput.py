@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         checks[f"{h}x{w}"] = prof / analytic.forward
         flops_rows.append([f"{h}x{w}", analytic.forward / 1e9, prof / 1e9,
                            prof / analytic.forward, analytic.train / 1e9])
+    flags = isa_flags()  # read once: bf16 figures on a CPU without bf16 are emulated
     rows: list[list[Any]] = []
     results: list[dict[str, Any]] = []
     for h, w in sizes:
@@ -147,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             achieved = rate * train_flops
             ratio = achieved / bound[precision]
             target = TARGETS[precision] if full else None
-            emulated = precision != "float32" and isa_flags() is not None and not has_bf16(
-                isa_flags() or ())
+            emulated = precision != "float32" and flags is not None and not has_bf16(flags)
             rows.append([f"{h}x{w}", precision + (" (emulated)" if emulated else ""), batch,
                          rate, rate / bare, achieved / 1e9,
                          bound[precision] / 1e9, ratio, "-" if target is None else
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, class {facts['machine_class']} "
           f"({' '.join(facts['isa'] or []) or 'no AVX-512'}); {facts['date']}")
-    if isa_flags() is not None and not has_bf16(isa_flags() or ()):
+    if flags is not None and not has_bf16(flags):
         print("this CPU has no bf16 hardware (no avx512_bf16, no amx_bf16): the bf16 bound and "
               "ratios below are against emulated bf16, which is slower than float32 here")
     print(f"\nmatmul bound ({n}x{n}, best of {secs:g}s): fp32 {bound['float32'] / 1e9:.1f} "

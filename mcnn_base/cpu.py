@@ -31,15 +31,23 @@ def _field(text: str, name: str) -> str | None:
     return None
 
 
+def _text(given: str | None, path: Path) -> str | None:
+    """``given``, or the text of ``path`` read now (None when it cannot be read)."""
+    if given is not None:
+        return given
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
 def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...] | None:
     """The :data:`ISA_FLAGS` this host has (``cpuinfo``: the text of /proc/cpuinfo, read when
     None); None when they cannot be read (no file, or no x86 ``flags`` line, e.g. on aarch64),
     so that nothing is refused for a CPU this module cannot read."""
+    cpuinfo = _text(cpuinfo, CPUINFO)
     if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text()
-        except OSError:
-            return None
+        return None
     line = _field(cpuinfo, "flags")
     if line is None:
         return None
@@ -48,12 +56,8 @@ def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...] | None:
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
-    if cpuinfo is None:
-        try:
-            cpuinfo = CPUINFO.read_text()
-        except OSError:
-            return "unknown"
-    return _field(cpuinfo, "model name") or "unknown"
+    cpuinfo = _text(cpuinfo, CPUINFO)
+    return (_field(cpuinfo, "model name") if cpuinfo is not None else None) or "unknown"
 
 
 def machine_class(flags: tuple[str, ...] | None) -> str:
@@ -77,11 +81,9 @@ def has_bf16(flags: tuple[str, ...]) -> bool:
 
 def memory_gib(meminfo: str | None = None) -> float | None:
     """MemTotal in GiB (None when /proc/meminfo cannot be read)."""
+    meminfo = _text(meminfo, MEMINFO)
     if meminfo is None:
-        try:
-            meminfo = MEMINFO.read_text()
-        except OSError:
-            return None
+        return None
     value = _field(meminfo, "MemTotal")
     if not value or not value.split()[0].isdigit():
         return None

@@ -35,7 +35,6 @@ import importlib.util
 import json
 import math
 import random
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,8 @@ import optuna
 import plotly.graph_objects as go
 
 from bench.common import emit, table
+from bench.headline import headline
+from bench.stats import bootstrap_median, bootstrap_ratio, interval, median
 from bench.surrogate import TableModel, layout_check
 from bench.table import WORKLOAD, digest, grid_params, load_table
 from explorer.layout_first import LAYOUT_EPOCHS
@@ -64,7 +65,7 @@ from search_spaces.baseline import Baseline, seed_baseline
 from search_spaces.plan import build_plan
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["STRATEGIES", "Setting", "Trace", "bootstrap_median", "bootstrap_ratio", "oracle",
+__all__ = ["STRATEGIES", "Setting", "Trace", "oracle",
            "replay"]
 
 # name -> (sampler, pruner, strategy), as `study launch --sampler --pruner --strategy` take them
@@ -249,47 +250,6 @@ def oracle(s: Setting) -> float:
     return best
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def bootstrap_median(a: Sequence[float], *, level: float = 0.90, reps: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """median(a) with a percentile bootstrap interval at ``level``."""
-    rng = random.Random(seed)
-    draws = sorted(_median(rng.choices(a, k=len(a))) for _ in range(reps))
-    tail = (1.0 - level) / 2.0
-    return (_median(a), draws[int(tail * (reps - 1))], draws[int((1.0 - tail) * (reps - 1))])
-
-
-def bootstrap_ratio(a: Sequence[float], b: Sequence[float], *, level: float = 0.90,
-                    reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """median(a) ÷ median(b) with a percentile bootstrap interval at ``level`` (each sample
-    resampled on its own; ∞ ÷ ∞ draws are dropped)."""
-    rng = random.Random(seed)
-
-    def ratio(x: Sequence[float], y: Sequence[float]) -> float:
-        mx, my = _median(x), _median(y)
-        if math.isinf(mx) and math.isinf(my):
-            return math.nan
-        return math.inf if my == 0 else mx / my
-
-    point = ratio(a, b)
-    draws = sorted(r for r in (ratio(rng.choices(a, k=len(a)), rng.choices(b, k=len(b)))
-                               for _ in range(reps)) if not math.isnan(r))
-    if not draws:
-        return point, math.nan, math.nan
-    tail = (1.0 - level) / 2.0
-    return (point, draws[int(tail * (len(draws) - 1))],
-            draws[int((1.0 - tail) * (len(draws) - 1))])
-
-
-def _interval(v: tuple[float, float, float], digits: int = 0) -> str:
-    def f(x: float) -> str:
-        return "∞" if math.isinf(x) else "-" if math.isnan(x) else f"{x:.{digits}f}"
-    return f"{f(v[0])} [{f(v[1])}, {f(v[2])}]"
-
-
 def _available(strategies: Sequence[str], say: Callable[[str], None]) -> list[str]:
     out = []
     for name in strategies:
@@ -314,14 +274,14 @@ def figures(traces: dict[str, list[Trace]], *, quality: float, base_tta: float,
         found = sum(not math.isinf(c) for c in to_q)
         med = bootstrap_median(to_q)
         vs = bootstrap_ratio(cost(ts), ref) if ref is not None and name != "random" else None
-        at = [_median([t.at(f * budget_s) for t in ts]) for f in FRACTIONS]
+        at = [median([t.at(f * budget_s) for t in ts]) for f in FRACTIONS]
         speeds = [v for v in (_speedup(base_tta, t.final) for t in ts) if not math.isnan(v)]
-        speed = _median(speeds) if speeds else math.nan
-        rows.append([name, f"{found}/{len(ts)}", _interval(med), _vs_random(vs, ref, cost(ts),
+        speed = median(speeds) if speeds else math.nan
+        rows.append([name, f"{found}/{len(ts)}", interval(med), _vs_random(vs, ref, cost(ts),
                                                                             budget_s),
                      " / ".join("miss" if math.isinf(x) else f"{x:.0f}" for x in at),
-                     _speedup_text(speed, base_tta), f"{_median([t.trials for t in ts]):.0f}",
-                     f"{_median([t.pruned for t in ts]):.0f}"])
+                     _speedup_text(speed, base_tta), f"{median([t.trials for t in ts]):.0f}",
+                     f"{median([t.pruned for t in ts]):.0f}"])
         out[name] = {"found": found, "seeds": len(ts), "node_s_to_quality": med,
                      "vs_random": vs, "best_at": dict(zip(map(str, FRACTIONS), at, strict=True)),
                      "speedup_vs_baseline": speed,
@@ -351,11 +311,11 @@ def _vs_random(vs: tuple[float, float, float] | None, ref: list[float] | None,
     ≤ when random's did not (an upper bound), ≥ when this one's did not, n/a when neither."""
     if vs is None or ref is None:
         return "-"
-    ref_censored, mine_censored = _median(ref) >= budget_s, _median(mine) >= budget_s
+    ref_censored, mine_censored = median(ref) >= budget_s, median(mine) >= budget_s
     if ref_censored and mine_censored:
         return "n/a (neither got there)"
     mark = "≤ " if ref_censored else "≥ " if mine_censored else ""
-    return mark + _interval(vs, 2)
+    return mark + interval(vs, 2)
 
 
 def pruning_saves(traces: dict[str, list[Trace]], quality: float,
@@ -378,7 +338,7 @@ def plot(traces: dict[str, list[Trace]], budget_s: float, out: Path, title: str)
     fig = go.Figure()
     mfig, ax = plt.subplots(figsize=(8, 4.5))
     for name, ts in traces.items():
-        med = [_median([t.at(x) for t in ts]) for x in grid]
+        med = [median([t.at(x) for t in ts]) for x in grid]
         ys = [None if math.isinf(v) else v for v in med]
         fig.add_trace(go.Scatter(x=grid, y=ys, mode="lines", name=name))
         ax.plot(grid, [math.nan if v is None else v for v in ys], label=name)
@@ -416,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     model = TableModel(records, space)
     hosts = [HostInfo("localhost", int(records[0]["machine"]["cores"]))]
     n_train = int(records[0]["n_train"])
-    full = _median([float(r["job_wall_s"]) for r in model.records])
+    full = median([float(r["job_wall_s"]) for r in model.records])
     seeds = 2 if args.quick else args.seeds
     budget_runs = 6.0 if args.quick else args.budget_runs
     strategies = ["random", "tpe", "tpe+sh"] if args.quick else args.strategies
@@ -448,7 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     if "tpe" in traces and "tpe+sh" in traces:
         figs["pruning_saves"] = pruning_saves(traces, QUALITY * best, s.budget_s)
         saved = figs["pruning_saves"]
-        print(f"compute pruning saved to that quality (1 − tpe+sh ÷ tpe): {_interval(saved, 2)}")
+        print(f"compute pruning saved to that quality (1 − tpe+sh ÷ tpe): {interval(saved, 2)}")
+    fastest = min((n for n in figs if n in traces), key=lambda n: figs[n]["node_s_to_quality"][0])
+    lines, figs["headline"] = headline(records, args.target,
+                                       (fastest, figs[fastest]["node_s_to_quality"]))
+    print("\n".join(lines))
     out = Path(args.workdir) / ("replay-quick" if args.quick else "replay")
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.json").write_text(json.dumps(

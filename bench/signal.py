@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.signal [--table FILE] [--targets 0.75 0.8 0.85] [--quick]
 
 A search can only tell configs apart if their TTAs differ by more than one config's runs differ
-from seed to seed. This reads the repeats of the recorded table (``bench.table``: grid points
-of the space and the seed baseline, three seeds each, run to max epochs) and reports, at each
-target:
+from seed to seed. This reads the configs the recorded table ran with several seeds
+(``bench.table``: the repeats, grid points and the seed baseline with three seeds each, and the
+headline's confirm runs, five seeds each; all to max epochs) and reports, at each target:
 
 * between configs: the range of the per-config median TTAs, over the configs that every seed
   brought to the target;
@@ -109,11 +109,15 @@ def _pooled_log_sd(repeats: dict[str, list[Run]], target: float) -> float:
 
 
 def _repeats(model: TableModel, read: Callable[[dict[str, Any]], Run]) -> dict[str, list[Run]]:
+    """Every config the table ran with several seeds: the repeats and the headline's confirm
+    runs, joined by config (the best's fresh seeds join its grid run's)."""
     out: dict[str, list[Run]] = defaultdict(list)
+    names: dict[str, str] = {}
     for r in model.records:
-        if r["phase"] == "repeat":
-            out[r["config_id"]].append(read(r))
-    return {cid: runs for cid, runs in out.items() if len(runs) > 1}
+        if r["phase"] in ("repeat", "confirm"):
+            names.setdefault(r["digest"], str(r["config_id"]).removeprefix("best:"))
+            out[r["digest"]].append(read(r))
+    return {names[d]: runs for d, runs in out.items() if len(runs) > 1}
 
 
 def main(argv: list[str] | None = None) -> int:

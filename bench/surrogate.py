@@ -11,8 +11,10 @@ table covers. :class:`TableModel` answers in two parts:
   is not answered.
 * **time** (training seconds on the TTA clock at each evaluation, and start-up): every run of the
   workload evaluates at the same epochs, so the time of evaluation k on a (layout, batch) cell is
-  the median over the table's runs in that cell; start-up is the median of the layout's runs.
-  Medians keep a run slowed by other load on the machine from moving the clock.
+  the median over the table's quiet runs in that cell (:func:`quiet`: the load average stayed
+  under :data:`QUIET_LOAD` around the run; all its runs when none was quiet); start-up is the
+  median of the layout's runs. Part of the table was recorded while other work loaded the
+  machine (the load average is in each record): those runs' curves count, their clocks do not.
 
 The assumption that joins the two: **convergence does not depend on the layout at a fixed global
 batch**. :func:`layout_check` measures it on the table's cell runs (the same schedule on other
@@ -33,7 +35,7 @@ from explorer.layout_first import LAYOUT_DIMS
 from explorer.objective import interpolated_tta
 from search_spaces.space import SearchSpace
 
-__all__ = ["Run", "TableModel", "kendall_tau", "layout_check"]
+__all__ = ["QUIET_LOAD", "Run", "TableModel", "kendall_tau", "layout_check", "quiet"]
 
 CONVERGENCE_PHASES = ("repeat", "grid", "neighbour")  # runs on the config's own layout
 
@@ -59,6 +61,17 @@ class Run:
 LAYOUT_DEFAULTS = {"ranks_per_node": 1, "threads_per_rank": 1, "binding": "core"}
 
 
+QUIET_LOAD = 3.0  # a run's job alone keeps the 1-minute load near its 1–2 busy cores
+
+
+def quiet(record: dict[str, Any]) -> bool:
+    """Whether nothing else loaded the machine while the run was recorded: the load average
+    before and after it stayed under :data:`QUIET_LOAD` (a run without the figures counts as
+    quiet)."""
+    loads = [record.get("load_before"), record.get("load_after")]
+    return all(v is None or float(v) < QUIET_LOAD for v in loads)
+
+
 def _layout(params: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(params.get(n, LAYOUT_DEFAULTS.get(n)) for n in LAYOUT_DIMS)
 
@@ -80,6 +93,7 @@ class TableModel:
         self.by_conv: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
         self.by_digest: dict[str, list[dict[str, Any]]] = defaultdict(list)
         cells: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
+        calm: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)  # quiet runs only
         starts: dict[tuple[Any, ...], list[float]] = defaultdict(list)
         for r in self.records:
             if r["phase"] in CONVERGENCE_PHASES:
@@ -88,9 +102,11 @@ class TableModel:
                 else:
                     self.by_conv[self.conv_key(r["params"])].append(r)
             cells[self.cell(r["params"])].append([c[1] for c in r["curve"]])
+            if quiet(r):
+                calm[self.cell(r["params"])].append([c[1] for c in r["curve"]])
             if r.get("startup_s") is not None:
                 starts[_layout(r["params"])].append(float(r["startup_s"]))
-        self._cells = {k: _median_axis(v) for k, v in cells.items()}
+        self._cells = {k: _median_axis(calm.get(k) or v) for k, v in cells.items()}
         self._starts = {k: statistics.median(v) for k, v in starts.items()}
         every = [s for v in starts.values() for s in v]
         self._start_all = statistics.median(every) if every else 0.0

@@ -19,8 +19,9 @@ resumes across sessions; ``--limit`` stops after N new runs):
 4. **neighbours** of the baseline: its schedule with every LR halved and doubled;
 5. **confirm** (the headline's runs, planned once the grid is complete): the practitioner baseline
    (:data:`PRACTITIONER`, written down before the search) and the seed baseline with seeds 0–4,
-   and the table's best config (lowest seed-0 TTA at the workload's target) with fresh seeds 1–5,
-   as the seed that chose it would flatter it. These runs are not part of the replay's lookup.
+   and the table's best config (the replay's oracle: lowest expected TTA at the workload's
+   target) with fresh seeds 10–14, as the seeds that chose it would flatter it. These runs are
+   not part of the replay's lookup.
 
 Each record holds the config, the whole curve (epoch, training seconds and validation accuracy
 at every evaluation; node-seconds = seconds × ``nodes``), images/s, start-up, outcome, the
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine, run_job, synth_tree
+from bench.surrogate import TableModel
 from explorer.layout_first import LAYOUT_DIMS
 from explorer.mcnn.events import read_events
 from explorer.record import median_images_per_sec
@@ -66,7 +68,7 @@ PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}  # the
 TABLES = Path(__file__).resolve().parent / "tables"
 PRACTITIONER = Path(__file__).resolve().parent / f"practitioner.{WORKLOAD.id}.yaml"
 CONFIRM_SEEDS = (0, 1, 2, 3, 4)  # the baselines' seeds in the headline (R = 5)
-BEST_SEEDS = (1, 2, 3, 4, 5)  # the table's best: fresh seeds (seed 0 chose it)
+BEST_SEEDS = (10, 11, 12, 13, 14)  # the table's best: seeds the table never ran
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -144,18 +146,19 @@ def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
         overrides={**r.overrides, "target_accuracy": None}).feasible]
 
 
-def table_best(records: Sequence[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The grid's best run: the lowest seed-0 TTA at ``target`` on its own measured time, among
-    the grid and repeat runs (None when none reaches it)."""
-    best: tuple[float, dict[str, Any]] | None = None
-    for r in records:
-        if r.get("phase") not in ("grid", "repeat") or r.get("seed") != 0 or \
-                r.get("config_id") == "baseline" or r.get("state") != "completed":
-            continue
-        tta = next((float(c[1]) for c in r["curve"] if float(c[2]) >= target), None)
-        if tta is not None and (best is None or tta < best[0]):
-            best = (tta, r)
-    return None if best is None else best[1]
+def table_best(records: Sequence[dict[str, Any]], space: SearchSpace,
+               target: float) -> dict[str, Any] | None:
+    """The grid's best config on the reference layout, as the replay's oracle judges it: the
+    lowest expected TTA at ``target`` (median over its recorded seeds, on its cell's median time
+    axis: ``bench.surrogate.TableModel``). Its record of seed 0; None when none reaches it."""
+    model = TableModel(records, space)
+    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+    ranked = sorted((model.expected_tta({**p, **ref}, target), i)
+                    for i, p in enumerate(grid_params(space)))
+    if not ranked or ranked[0][0] == float("inf"):
+        return None
+    key = model.conv_key({**grid_params(space)[ranked[0][1]], **ref})
+    return min(model.by_conv[key], key=lambda r: int(r["seed"]))
 
 
 def confirm_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
@@ -171,7 +174,7 @@ def confirm_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
                     seed=s) for s in CONFIRM_SEEDS]
     runs += [Planned("baseline", "confirm", base.params, base.overrides, seed=s)
              for s in CONFIRM_SEEDS if ("baseline", s) not in done]
-    best = table_best(records, WORKLOAD.target_accuracy)
+    best = table_best(records, space, WORKLOAD.target_accuracy)
     if best is not None:
         runs += [Planned(f"best:{best['config_id']}", "confirm", best["params"], seed=s)
                  for s in BEST_SEEDS]

@@ -117,6 +117,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("explorer.cli_review", "write a study's self-contained HTML report"),
     "ui": ("explorer.cli_review", "start the MLflow UI (127.0.0.1 by default)"),
     "demo": ("explorer.demo", "synthesize data and run a small real study on it"),
+    "rehearse": ("explorer.cli_rehearse",
+                 "rehearse a study on simulated hosts (calibrated model)"),
 }
 
 

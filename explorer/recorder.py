@@ -17,7 +17,7 @@ from explorer.objective import TrialOutcome, objective_values
 from explorer.record import FINAL_METRICS, Outcome, TrialRecord, records, set_attrs
 from explorer.speedup import speedup
 from explorer.study import StudySettings, best_record
-from explorer.tracking import RunRecorder, Tracker
+from explorer.tracking import SIMULATED_TAG, RunRecorder, Tracker
 from launchers.base import JobHandle
 from search_spaces.plan import TrialPlan
 
@@ -55,6 +55,8 @@ class Recorder:
         if parent.run_id is not None:
             study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         settings_yaml = yaml.safe_dump(settings.describe(), sort_keys=False)
+        if settings.simulated:
+            parent.set_tags({SIMULATED_TAG: "true"})
         if existed:
             parent.log_text(settings_yaml, f"resumes/study-{int(time.time())}.yaml")
         else:
@@ -79,7 +81,8 @@ class Recorder:
         stage = trial.user_attrs.get("stage")
         run = self.tracker.child(self.parent.run_id, name,
                                  {"optuna.trial": trial.number, "mcnn.study": self.s.study,
-                                  **({"mcnn.stage": stage} if stage else {})})
+                                  **({"mcnn.stage": stage} if stage else {}),
+                                  **({SIMULATED_TAG: "true"} if self.s.simulated else {})})
         if run.run_id is not None:
             set_attrs(trial, mlflow_run_id=run.run_id)
         run.log_params({**plan.params, **plan.derived})

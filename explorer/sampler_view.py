@@ -13,6 +13,14 @@ every finished trial's parameters (``IntersectionSearchSpace``), so one trial wi
 a ``fixed`` user attribute). The pruner still sees every trial: a baseline's learning curve is a
 fair rung to compare against.
 
+TPE is not shown infeasible samples at all. Optuna's TPE fills its "good" group (the best
+``γ(n)`` trials) first with complete, then pruned, then infeasible trials, least violation first.
+An infeasible sample is known before anything runs, so a study on a large pool asks many while its
+first trials still run; they then pad the good group, and TPE steers into the infeasible point
+that violates least (a 128-node rehearsal of the seed-scale space on hosts without bf16 asked bf16
+fifty times in a row and stopped). Unshown, they are sampled at the prior's rate and never
+attract; the driver records each with its reason and asks again.
+
 ``GPSampler`` needs two more things to work on this toolkit's studies (``SampledOnly(gp,
 for_gp=True)``):
 
@@ -49,13 +57,17 @@ def _sampled(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if not t.user_attrs.get("fixed")]
 
 
+def _infeasible(t: FrozenTrial) -> bool:
+    return t.state == TrialState.PRUNED and t.user_attrs.get("state") == Outcome.INFEASIBLE.value
+
+
 def _for_gp(t: FrozenTrial, maximize: bool) -> FrozenTrial:
     """A trial as the GP sees it: log1p values; an infeasible sample COMPLETE at the worst."""
     if t.state == TrialState.COMPLETE and t.values is not None:
         shown = copy.copy(t)
         shown.values = [math.log1p(max(0.0, v)) for v in t.values]
         return shown
-    if t.state == TrialState.PRUNED and t.user_attrs.get("state") == Outcome.INFEASIBLE.value:
+    if _infeasible(t):
         shown = copy.copy(t)
         shown.state = TrialState.COMPLETE
         shown.values = [0.0 if maximize else WORST_LOG_VALUE]
@@ -79,6 +91,8 @@ class _StudyView:
         if self._for_gp:
             maximize = self._study.direction == optuna.study.StudyDirection.MAXIMIZE
             trials = [_for_gp(t, maximize) for t in trials]
+        else:  # TPE: infeasible samples would pad its "good" group (see the module doc)
+            trials = [t for t in trials if not _infeasible(t)]
         return [t for t in trials if states is None or t.state in states]
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None,

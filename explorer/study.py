@@ -58,6 +58,7 @@ class StudySettings:
     only_queued: bool = False  # run the enqueued trials only (study confirm), sample nothing
     strategy: str = "joint"  # or "layout-first" (explorer.layout_first)
     allow_emulated_bf16: bool = False  # bf16 also on hosts without bf16 hardware
+    simulated: bool = False  # a rehearsal (explorer.rehearsal): MLflow runs tagged simulated
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,7 +74,13 @@ class StudySettings:
                 "sampler": self.sampler, "pruner": self.pruner, "seed": self.seed,
                 "objective": self.objective, "multi_objective": self.multi_objective,
                 "baseline": self.baseline, "strategy": self.strategy,
-                "hosts": ",".join(f"{h.name}:{h.cores}" for h in self.hosts)}
+                "hosts": _hosts_text(self.hosts), "simulated": self.simulated}
+
+
+def _hosts_text(hosts: list[HostInfo]) -> str:
+    """The pool in a line: every host, or the first few and a count for a large pool."""
+    text = ",".join(f"{h.name}:{h.cores}" for h in hosts[:8])
+    return text if len(hosts) <= 8 else f"{text},... ({len(hosts)} hosts)"
 
 
 def check_sampler(name: str) -> None:

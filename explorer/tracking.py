@@ -33,10 +33,12 @@ from explorer.schema import retry_schema_race
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
-__all__ = ["TRIALS_VIEW", "RunRecorder", "Tracker", "trials_view_query", "ui_command"]
+__all__ = ["SIMULATED_TAG", "TRIALS_VIEW", "RunRecorder", "Tracker", "trials_view_query",
+           "ui_command"]
 
 ROLE_TAG = "mcnn.role"
 STUDY_TAG = "mcnn.study"
+SIMULATED_TAG = "mcnn.simulated"  # a rehearsal's runs (mcnn-explore rehearse)
 PARENT_TAG = "mlflow.parentRunId"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 _ARTIFACT_METHODS = ("log_artifact", "log_text")

@@ -87,7 +87,8 @@ def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: b
     TensorFlow emulates bf16, which measured 2.7× slower than float32 on an AVX-512F-only Xeon.
     """
     bad = [] if precision != "mixed_bfloat16" or allow_emulated else list(without_bf16)
-    return _verdict(len(bad), f"mixed_bfloat16 on {', '.join(bad)}: no bf16 hardware (the CPU "
+    named = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more hosts" if len(bad) > 3 else "")
+    return _verdict(len(bad), f"mixed_bfloat16 on {named}: no bf16 hardware (the CPU "
                     "has neither avx512_bf16 nor amx_bf16), so bf16 is emulated there and runs "
                     "slower than float32; pass --allow-emulated-bf16 to try it anyway")
 

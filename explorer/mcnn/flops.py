@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from explorer.mcnn.model import mcnn_spec
 
-__all__ = ["FlopCount", "mcnn_flops"]
+__all__ = ["FlopCount", "mcnn_flops", "mcnn_params"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,19 @@ def mcnn_flops(height: int, width: int, num_classes: int = 13, channels: int = 3
     forward = sum(layers.values())
     train = sum(v * (2.0 if k in no_input_grad else 3.0) for k, v in layers.items())
     return FlopCount(forward=forward, train=train, layers=layers)
+
+
+def mcnn_params(height: int, width: int, num_classes: int = 13, channels: int = 3) -> int:
+    """Trainable parameters of :func:`~explorer.mcnn.model.build_mcnn` for ``height × width``
+    (42,577,261 at 1024×1280 with 13 classes): what every step's allreduce moves."""
+    spec = mcnn_spec(height, width)
+    total = 0
+    for filters in spec.filters:
+        cin = channels
+        for _ in range(3):
+            total += 25 * cin * filters + filters
+            cin = filters
+    gh, gw = spec.merged_grid
+    total += sum(spec.filters) * 1024 + 1024
+    flat = math.ceil(gh / 2) * math.ceil(gw / 2) * 1024
+    return total + flat * 512 + 512 + 512 * num_classes + num_classes

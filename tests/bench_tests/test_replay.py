@@ -5,31 +5,34 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 
+from bench.headline import confirm_ttas, headline
 from bench.replay import (
     STRATEGIES,
     Setting,
-    bootstrap_median,
-    bootstrap_ratio,
     figures,
     oracle,
     replay,
 )
 from bench.search import study_trace
+from bench.stats import bootstrap_median, bootstrap_ratio
 from bench.surrogate import TableModel, kendall_tau, layout_check
 from bench.table import (
     PROBE,
     REFERENCE_LAYOUT,
     WORKLOAD,
+    confirm_runs,
     digest,
     find_table,
     grid_params,
     planned_runs,
+    table_best,
 )
 from launchers.hosts import HostInfo
 from search_spaces.baseline import seed_baseline
@@ -216,3 +219,62 @@ def test_a_real_studys_trace_follows_its_best_trial_and_judges_it_on_the_table(s
     assert study_trace(study, setting.model, 0.8) == [
         (30.0, math.inf, expected), (40.0, math.inf, expected), (80.0, 12.0, expected),
         (85.0, 12.0, expected), (110.0, 12.0, expected)]
+
+
+def test_the_headline_runs_wait_for_the_grid_then_confirm_its_best_on_fresh_seeds(records):
+    runs = planned_runs(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"))
+    assert confirm_runs(SPACE, HOSTS, N_TRAIN, records[:-10], runs) == []  # grid incomplete
+    confirm = confirm_runs(SPACE, HOSTS, N_TRAIN, records, runs)
+    model = TableModel(records, SPACE)
+    best = table_best(records, SPACE, 0.8)
+    assert best is not None and best["seed"] == 0
+    ref_points = [{**p, **REFERENCE_LAYOUT} for p in grid_params(SPACE)]
+    assert model.expected_tta(best["params"], 0.8) == min(model.expected_tta(p, 0.8)
+                                                          for p in ref_points)
+    by_name: dict[str, list[int]] = {}
+    for p in confirm:
+        assert p.phase == "confirm"
+        by_name.setdefault(p.config_id, []).append(p.seed)
+    # the seed baseline's seeds 0–2 are the repeats already recorded; the best's are fresh
+    assert by_name == {"practitioner": [0, 1, 2, 3, 4], "baseline": [3, 4],
+                       f"best:{best['config_id']}": [10, 11, 12, 13, 14]}
+    practitioner = next(p for p in confirm if p.config_id == "practitioner")
+    assert practitioner.params["per_worker_batch"] == 32
+    assert practitioner.overrides["schedule"]["piecewise"] == "0.0125;2;0.00125;4;0.000125"
+
+
+def test_the_headline_is_the_baselines_tta_over_the_bests_with_an_interval(records):
+    assert "not yet recorded" in headline(records, 0.8, None)[0][0]
+    best = table_best(records, SPACE, 0.8)
+    assert best is not None
+    slow = {"peak_lr": 0.005, "warmup_epochs": 1.0, "first_decay_epoch": 3.0,
+            "per_node_batch": 16, **REFERENCE_LAYOUT}
+    extra = [_record(f"best:{best['config_id']}", "confirm", best["params"], s)
+             for s in range(10, 15)]
+    extra += [_record("practitioner", "confirm", slow, s) for s in range(5)]
+    extra += [_record("baseline", "confirm", BASE.params, s, BASE.overrides) for s in (3, 4)]
+    lines, figs = headline(records + extra, 0.8, ("tpe+sh", (100.0, 80.0, 150.0)))
+    ttas = confirm_ttas(records + extra, 0.8)
+    assert sorted(ttas) == sorted(["baseline", "practitioner", f"best:{best['config_id']}"])
+    assert all(len(v) == 5 for v in ttas.values())
+    point, lo, hi = figs["practitioner"]["ratio"]
+    assert point > 1.0 and lo <= point <= hi  # LR 0.005 converges slower than the best
+    assert point == pytest.approx(statistics.median(ttas["practitioner"])
+                                  / statistics.median(ttas[f"best:{best['config_id']}"]))
+    assert any("practitioner baseline" in line for line in lines)
+    assert "found by tpe+sh after 100 [80, 150] node-s" in lines[-1]
+
+
+def test_a_cells_clock_comes_from_its_quiet_runs_and_every_curve_still_counts(records):
+    point = {**grid_params(SPACE)[3], **REFERENCE_LAYOUT}
+    base = TableModel(records, SPACE).times(point)
+    assert base is not None
+    loaded = [{**r, "curve": [[e, t * 3.0, a] for e, t, a in r["curve"]], "load_before": 5.2,
+               "load_after": 4.9} if r["params"].get("per_node_batch") == point["per_node_batch"]
+              and r["phase"] == "grid" else r for r in records]
+    model = TableModel(loaded, SPACE)
+    assert model.times(point) == base  # the slowed runs' clocks are left out
+    assert [r.seed for r in model.runs(point)] == [0]  # their curves are not
+    everything_loaded = [{**r, "load_before": 5.0} for r in loaded]
+    slowed = TableModel(everything_loaded, SPACE).times(point)
+    assert slowed is not None and slowed[-1] > base[-1]  # none quiet: all of them count

@@ -61,3 +61,33 @@ def test_gp_learns_where_samples_are_infeasible_instead_of_proposing_them_again(
     # corner after its 10 start-up trials (trials 12-23 here, measured on Optuna 5.0)
     assert len([n for n in _gp_run(optuna.samplers.GPSampler(seed=0)) if n >= 10]) >= 8
     assert len([n for n in _gp_run(make_sampler("gp", 0)) if n >= 10]) <= 2
+
+
+def _tpe_while_trials_run(sampler: optuna.samplers.BaseSampler) -> int:
+    """A large pool's first minutes: feasible samples start and keep running, infeasible ones
+    (bf16 on hosts without it, or x >= 4; violations 1 to 41) are told at once as the driver
+    tells them; how many of asks 20–59 were infeasible."""
+    study = optuna.create_study(sampler=sampler)
+    infeasible = 0
+    for n in range(60):
+        trial = study.ask()
+        x = trial.suggest_categorical("x", list(range(8)))
+        bf16 = trial.suggest_categorical("precision", ["float32", "bf16"]) == "bf16"
+        trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        violation = float(bf16) + (10.0 * (x - 3) if x >= 4 else 0.0)
+        trial.set_constraint("rules", violation if violation > 0 else -1.0)
+        if violation > 0:
+            set_attrs(trial, state=Outcome.INFEASIBLE, reason="cannot run here")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            infeasible += n >= 20
+    return infeasible
+
+
+def test_tpe_is_not_steered_into_infeasible_samples_while_its_first_trials_run():
+    # plain TPE pads its good group with the infeasible samples (least violation first: bf16
+    # alone) while nothing has finished, and proposes them again and again
+    prior = _tpe_while_trials_run(optuna.samplers.RandomSampler(seed=0))
+    assert _tpe_while_trials_run(optuna.samplers.TPESampler(seed=0, n_startup_trials=5)) \
+        >= prior + 6
+    # unshown, they leave TPE at its start-up (random) sampling until a trial finishes
+    assert _tpe_while_trials_run(make_sampler("tpe", 0)) == prior

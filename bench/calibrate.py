@@ -1,0 +1,114 @@
+"""Make the rehearsal's calibration from this machine's recorded table of real trials.
+
+    .venv/bin/python -m bench.calibrate [--table FILE] [--bound-gflops X] [--out FILE]
+
+Reads the table ``bench.table`` recorded (``bench/tables/<workload>.<class>.jsonl``) and writes
+the calibration ``mcnn-explore rehearse`` fits its trial model to
+(``explorer/rehearsal/calibrations/<workload>.<class>.json``, committed):
+
+* compute: the median images/s of every (ranks, threads, per-rank batch) cell the table ran,
+  over its quiet runs (``bench.surrogate.quiet``: nothing else loaded the machine);
+* convergence: every run of a grid schedule (all seeds), with its global batch, peak LR, warm-up
+  and the epochs at its first evaluation at or over the workload's target (None: missed);
+* this machine's fp32 matmul bound per core, measured now (``bench.throughput.matmul_bound``,
+  10 s on all cores) unless ``--bound-gflops`` gives it;
+* the median start-up seconds.
+
+Figures are on a synthetic stand-in for BBBC021.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.common import machine
+from bench.surrogate import quiet
+from bench.table import WORKLOAD, _commit, load_table
+from search_spaces.space import load_space
+
+__all__ = ["calibration"]
+
+OUT = Path(__file__).resolve().parents[1] / "explorer" / "rehearsal" / "calibrations"
+
+
+def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
+                source: str) -> dict[str, Any]:
+    """The calibration document of a table's records (see the module doc)."""
+    done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
+    cells: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+    for r in done:
+        if r.get("images_per_sec") and quiet(r):
+            d = r["derived"]
+            ranks = int(r["params"].get("ranks_per_node", 1))
+            per_rank = int(d["global_batch"]) // int(d["world_size"])
+            cells[(ranks, int(r["threads"]), per_rank)].append(
+                float(r["images_per_sec"]))
+    base = load_space(WORKLOAD.space).base
+    size = list(base["data"]["image_size"])
+    compute = [{"image_size": size, "ranks": k[0], "threads": k[1], "per_rank_batch": k[2],
+                "precision": "float32", "images_per_sec": round(statistics.median(v), 2),
+                "runs": len(v)} for k, v in sorted(cells.items())]
+    target = WORKLOAD.target_accuracy
+    convergence = []
+    for r in done:
+        if r.get("overrides") or "peak_lr" not in r["params"]:
+            continue  # a fixed schedule (the baseline, its neighbours): not of the grid's family
+        reached = next((float(c[0]) for c in r["curve"] if float(c[2]) >= target), None)
+        convergence.append({"global_batch": int(r["derived"]["global_batch"]),
+                            "peak_lr": float(r["params"]["peak_lr"]),
+                            "warmup_epochs": float(r["params"].get("warmup_epochs", 0.0)),
+                            "first_decay_epoch": r["params"].get("first_decay_epoch"),
+                            "seed": int(r["seed"]), "epochs": reached})
+    first = done[0]["machine"]
+    return {"name": f"{WORKLOAD.id}.{first['machine_class']}", "machine_class":
+            first["machine_class"], "cpu": first.get("model") or first.get("cpu", "?"),
+            "fp32_gflops_per_core": round(bound_gflops / cores, 2), "compute": compute,
+            "convergence": convergence, "target": target,
+            "max_epochs": float(base["max_epochs"]),
+            "startup_s": round(statistics.median(float(r["startup_s"]) for r in done
+                                                 if r.get("startup_s") is not None), 2),
+            "num_classes": WORKLOAD.classes,
+            "note": (f"{WORKLOAD.describe()}; from {source} ({len(done)} runs), made "
+                     f"{datetime.date.today()} at commit {_commit()}; synthetic stand-in")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", default=None)
+    parser.add_argument("--bound-gflops", type=float, default=None,
+                        help="this machine's fp32 matmul bound on all cores (default: measure)")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: any class's table, "
+                        "a 1024² matmul for 2 s, written under bench-work/")
+    args = parser.parse_args(argv)
+    path, records = load_table(args.table, quick=args.quick)
+    cores = int(records[0]["machine"]["cores"])
+    bound = args.bound_gflops
+    if bound is None:
+        from bench.throughput import matmul_bound  # TensorFlow: only when measuring
+
+        bound = matmul_bound("float32", 1024 if args.quick else 4096, 2.0 if args.quick else 10.0)
+    doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
+                                                 if len(path.parents) > 2 else path))
+    out = Path(args.out) if args.out else (
+        Path("bench-work") / "calibration-quick.json" if args.quick
+        else OUT / f"{doc['name']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    here = machine()["machine_class"]
+    print(f"{out}: {len(doc['compute'])} compute cells, {len(doc['convergence'])} convergence "
+          f"runs ({sum(p['epochs'] is None for p in doc['convergence'])} missed), fp32 bound "
+          f"{doc['fp32_gflops_per_core']} GFLOP/s per core (machine class {doc['machine_class']}"
+          f"{'' if here == doc['machine_class'] else f', measured on {here}'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

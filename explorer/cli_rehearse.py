@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from explorer.cli_study import absolute_sqlite, quiet_libraries
+from explorer.cli_study import absolute_sqlite, quiet_libraries, write_study_report
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine, duration
 from explorer.record import records
@@ -110,6 +110,9 @@ def _rehearse(args: argparse.Namespace) -> int:
     node_h = spent_node_s(study) / 3600
     print(f"sweep: {len(trials)} trials, {node_h:,.1f} node-hours, {duration(sweep_s)} on the "
           f"simulated cluster; rehearsed in {time.monotonic() - started:.1f} s")
+    report = write_study_report(study, settings)
+    if report is not None:
+        print(f"report: {report} (simulated)")
     if best is None or best.tta_s is None:
         print("predicted best: no trial reached the target")
         return 0

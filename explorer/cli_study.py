@@ -31,7 +31,8 @@ from launchers.hosts import HostInfo, detect_local, hosts_from_slurm, read_hostf
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url, scrub
 
-__all__ = ["absolute_sqlite", "add_commands", "quiet_libraries"]
+__all__ = ["absolute_sqlite", "add_commands", "quiet_libraries",
+           "write_study_report"]
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
@@ -159,7 +160,7 @@ def _launch(args: argparse.Namespace) -> int:
     if found is not None:
         print(f"speedup:    {found.describe()}")
     _print_fastest(trials, args.objective, settings.tracking_uri, args.study)
-    report = _write_report(study, settings)
+    report = write_study_report(study, settings)
     if report is not None:
         print(f"report:     {report}")
     # passwords stay masked: the user fills in their own (or uses ~/.pgpass / env)
@@ -191,7 +192,7 @@ def _print_fastest(trials: list[TrialRecord], objective: str, tracking_uri: str,
             print(f"            all trials by TTA: {base}{trials_view_query()}")
 
 
-def _write_report(study: optuna.Study, settings: StudySettings) -> Path | None:
+def write_study_report(study: optuna.Study, settings: StudySettings) -> Path | None:
     """The study's HTML report in its run folder, logged on the parent run; never fatal."""
     try:
         client = MlflowClient(tracking_uri=settings.tracking_uri)

@@ -30,6 +30,7 @@ from typing import Any
 from bench.common import machine
 from bench.surrogate import quiet
 from bench.table import WORKLOAD, _commit, load_table
+from bench.throughput import matmul_bound
 from search_spaces.space import load_space
 
 __all__ = ["calibration"]
@@ -92,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     cores = int(records[0]["machine"]["cores"])
     bound = args.bound_gflops
     if bound is None:
-        from bench.throughput import matmul_bound  # TensorFlow: only when measuring
-
         bound = matmul_bound("float32", 1024 if args.quick else 4096, 2.0 if args.quick else 10.0)
     doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
                                                  if len(path.parents) > 2 else path))

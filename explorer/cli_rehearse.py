@@ -16,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from explorer.cli_study import absolute_sqlite, quiet_libraries, write_study_report
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine, duration
@@ -23,9 +25,10 @@ from explorer.record import records
 from explorer.rehearsal.model import Calibration, TrialModel, load_calibration
 from explorer.rehearsal.profiles import FABRICS, HOSTS, HostProfile, fabric, host_profile
 from explorer.rehearsal.sim import EventClock, SimLauncher
-from explorer.study import PRUNERS, StudySettings, best_record, spent_node_s
+from explorer.study import MEMORY, PRUNERS, StudySettings, best_record, spent_node_s
 from mcnn_base.cpu import isa_flags, machine_class
 from mcnn_base.errors import ConfigError
+from mcnn_base.urls import mask_url
 
 __all__ = ["add_commands", "default_calibration"]
 
@@ -56,6 +59,18 @@ def _local_profile(cal: Calibration, cores: int | None) -> HostProfile:
                        f"the calibration machine ({cal.cpu}, measured matmul bound)")
 
 
+def _check_new(storage: str, study: str) -> None:
+    """A rehearsal writes a new study: refuse a name ``storage`` already holds (one line)."""
+    try:
+        names = optuna.get_all_study_names(storage=storage)
+    except Exception as exc:  # noqa: BLE001 - any storage error is the user's URL
+        raise ConfigError(f"--storage {mask_url(storage)}: cannot open it "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    if study in names:
+        raise ConfigError(f"--study {study!r} already exists in {mask_url(storage)}: a "
+                          "rehearsal writes a new study; pick another name")
+
+
 def _rehearse(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for flag in ("nodes", "trials", "images", "val_images"):
@@ -82,9 +97,11 @@ def _rehearse(args: argparse.Namespace) -> int:
     launcher = SimLauncher(model, clock, n_train=args.images, n_val=args.val_images,
                            num_classes=cal.num_classes)
     workdir = Path(args.workdir or Path("runs") / args.study).resolve()
+    storage = absolute_sqlite(args.storage)
+    _check_new(storage, args.study)
     settings = StudySettings(
         space=Path(args.space), data_root=Path("/simulated/bbbc021"), study=args.study,
-        storage=absolute_sqlite(args.storage), tracking_uri=absolute_sqlite(args.tracking_uri),
+        storage=MEMORY, tracking_uri=absolute_sqlite(args.tracking_uri),
         workdir=workdir, hosts=[host.host(i) for i in range(args.nodes)], trials=args.trials,
         target_accuracy=args.target_accuracy, sampler=args.sampler, pruner=args.pruner,
         seed=args.seed, concurrent_trials=args.concurrent_trials, stall_timeout_s=None,
@@ -103,12 +120,19 @@ def _rehearse(args: argparse.Namespace) -> int:
     driver = StudyDriver(settings, launcher, progress=ProgressLine(args.trials), clock=clock,
                          prepare=prepare, node_probe=None)
     study = driver.run()
+    # the loop ran on an in-memory storage (simulated hours are thousands of quick writes);
+    # the finished study goes to --storage in one copy
+    optuna.copy_study(from_study_name=args.study, from_storage=study._storage,
+                      to_storage=storage, to_study_name=args.study)
     print()
     trials = records(study)
     best = best_record(study)
     sweep_s = clock.now() - driver.started
     node_h = spent_node_s(study) / 3600
-    print(f"sweep: {len(trials)} trials, {node_h:,.1f} node-hours, {duration(sweep_s)} on the "
+    states = [r.state.value for r in trials]
+    print(f"sweep: {states.count('COMPLETED')} trials completed, {states.count('PRUNED')} "
+          f"pruned, {states.count('FAILED')} failed ({states.count('INFEASIBLE')} infeasible "
+          f"samples never launched); {node_h:,.1f} node-hours, {duration(sweep_s)} on the "
           f"simulated cluster; rehearsed in {time.monotonic() - started:.1f} s")
     report = write_study_report(study, settings)
     if report is not None:
@@ -119,14 +143,15 @@ def _rehearse(args: argparse.Namespace) -> int:
     workdir_of = (best.job or {}).get("workdir")
     pred = launcher.predictions.get(str(workdir_of)) if workdir_of else None
     print(f"predicted best: trial {best.number}, TTA {best.tta_s:.0f} s "
-          f"({best.tta_s / 60:.1f} min), {best.median_images_per_sec or 0.0:.1f} img/s")
+          f"({best.tta_s / 60:.1f} min) in its simulated run (seed noise included), "
+          f"{best.median_images_per_sec or 0.0:.1f} img/s")
     for key, value in sorted(best.params.items()):
         print(f"  {key} = {value}")
     d = best.derived
     print(f"  -> global batch {d.get('global_batch')}, world size {d.get('world_size')}, "
           f"{d.get('updates_per_epoch')} updates per epoch")
     if pred is not None:
-        print(f"  model: {pred.describe()}")
+        print(f"  model (expected): {pred.describe()}")
         print(f"  step {pred.step_s * 1e3:.0f} ms = compute {pred.compute_s * 1e3:.0f} ms + "
               f"allreduce not hidden {pred.comm_s * 1e3:.0f} ms")
     return 0

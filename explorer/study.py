@@ -22,7 +22,7 @@ from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url
 
-__all__ = ["PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial", "counted",
+__all__ = ["MEMORY", "PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial", "counted",
            "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
 
 
@@ -111,6 +111,7 @@ PRUNE_RESOURCE = {"sh": "seconds", "hyperband": "seconds", "none": "seconds",
                   "median": "evaluations"}
 
 
+MEMORY = ":memory:"  # a storage held in the driver's memory (a rehearsal copies it out at the end)
 RUN_SECONDS_ATTR = "prune_run_s"  # the study's full-run length in seconds, for the rungs
 
 
@@ -179,8 +180,9 @@ def open_study(s: StudySettings, *, max_epochs: float,
         ["minimize", "minimize"] if s.multi_objective else
         ["maximize" if direction(s.objective) == "maximize" else "minimize"])
     try:
-        storage = retry_schema_race(lambda: optuna.storages.get_storage(s.storage),
-                                    what="--storage", url=s.storage)
+        storage = optuna.storages.InMemoryStorage() if s.storage == MEMORY else \
+            retry_schema_race(lambda: optuna.storages.get_storage(s.storage),
+                              what="--storage", url=s.storage)
         study = retry_schema_race(lambda: optuna.create_study(
             study_name=s.study, storage=storage, load_if_exists=True, directions=directions,
             sampler=make_sampler(s.sampler, s.seed),

@@ -149,11 +149,13 @@ def test_a_128_node_rehearsal_of_the_seed_scale_space(tmp_path, cal_file):
 def test_bad_rehearsal_input_is_one_line(tmp_path, cal_file):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
+    optuna.create_study(study_name="taken", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     for extra, needle in (
             (["--nodes", "0"], "--nodes must be > 0"),
             (["--calibration", str(bad)], "invalid JSON"),
             (["--calibration", str(tmp_path / "none.json")], "No such file"),
-            (["--host-profile", "pdp11"], "invalid choice")):
+            (["--host-profile", "pdp11"], "invalid choice"),
+            (["--study", "taken"], "already exists")):
         done = _rehearse(tmp_path, cal_file, "--space", "search_spaces/seed_scale.yaml", *extra)
         assert done.returncode == 2, (extra, done.stderr)
         last = done.stderr.strip().splitlines()[-1]  # (argparse prints its usage above)

@@ -63,7 +63,7 @@ def _check_new(storage: str, study: str) -> None:
     """A rehearsal writes a new study: refuse a name ``storage`` already holds (one line)."""
     try:
         names = optuna.get_all_study_names(storage=storage)
-    except Exception as exc:  # noqa: BLE001 - any storage error is the user's URL
+    except Exception as exc:  # any storage error: the user's URL
         raise ConfigError(f"--storage {mask_url(storage)}: cannot open it "
                           f"({str(exc).splitlines()[0][:200]})") from None
     if study in names:

@@ -22,8 +22,8 @@ from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url
 
-__all__ = ["MEMORY", "PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial", "counted",
-           "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
+__all__ = ["MEMORY", "PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial",
+           "counted", "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
 
 
 @dataclass

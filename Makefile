@@ -32,6 +32,8 @@ bench: setup
 	$(PY) -m bench.table --workdir $(BENCH_WORK)
 	$(PY) -m bench.signal
 	$(PY) -m bench.replay --workdir $(BENCH_WORK)
+	$(PY) -m bench.calibrate
+	$(PY) -m bench.rehearsal_check
 	$(PY) -m bench.onednn --precision float32
 	$(PY) -m bench.onednn --precision mixed_bfloat16
 
@@ -44,6 +46,8 @@ bench-quick: setup
 	$(PY) -m bench.table --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.signal --quick
 	$(PY) -m bench.replay --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.calibrate --quick
+	$(PY) -m bench.rehearsal_check --quick
 	$(PY) -m bench.onednn --quick
 
 lint: setup-test

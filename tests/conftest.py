@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REAL_METADATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc021"
+REAL_METADATA = Path(__file__).resolve().parent / "data" / "bbbc021"  # shipped: tests/data/bbbc021
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +44,7 @@ def real_metadata_dir() -> Path:
 
 requires_real_metadata = pytest.mark.skipif(
     not (real_metadata_dir() / "BBBC021_v1_image.csv").is_file(),
-    reason="the real BBBC021 metadata (shared/data/bbbc021) is not beside this checkout",
+    reason="the real BBBC021 metadata (tests/data/bbbc021 or MCNN_REAL_METADATA) is missing",
 )
 requires_mpi = pytest.mark.skipif(
     shutil.which("mpirun") is None, reason="mpirun (openmpi-bin) is not installed"

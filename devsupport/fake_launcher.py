@@ -14,7 +14,7 @@ per accuracy, then ``done`` (or an exit code with no ``done``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
@@ -130,11 +130,19 @@ class FakeLauncher(Launcher):
     launch as ``(resources, job)`` in :attr:`launched`."""
 
     def __init__(self, clock: ManualClock, scripts: Iterable[Script] = (), *,
-                 pick: Callable[[Path, Resources], Script] | None = None) -> None:
+                 pick: Callable[[Path, Resources], Script] | None = None,
+                 dead_hosts: Iterable[str] = ()) -> None:
         self.clock = clock
         self.scripts = list(scripts)
         self.pick = pick
+        self.dead_hosts = set(dead_hosts)  # hosts where a probe fails (e.g. a cut network)
         self.launched: list[tuple[Resources, FakeJob]] = []
+
+    def probe_argv(self, command: list[str], hosts: Sequence[str],
+                   mca: Mapping[str, str]) -> list[str] | None:
+        """A real command that fails on a dead host (``false``) and runs ``command`` on the
+        others, so the driver's host checks run for real."""
+        return ["false"] if set(hosts) & self.dead_hosts else list(command)
 
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
                **options: Any) -> FakeJob:

@@ -240,6 +240,8 @@ def _status(args: argparse.Namespace) -> int:
     _print_fastest(trials, objective, absolute_sqlite(args.tracking_uri), args.study)
     for host, why in (study.user_attrs.get("excluded_hosts") or {}).items():
         print(f"host {host} excluded: {why} (no new trial is placed on it)")
+    for host, why in (study.user_attrs.get("quarantined_hosts") or {}).items():
+        print(f"host {host} quarantined: {why} (no new trial for the rest of the study)")
     print(f"{'#':>4} {'state':<10} {'value':>12} {'tta_s':>8} {'acc':>6}  reason")
     for t in trials:
         value = "-" if t.values is None else f"{t.values[0]:.4g}"

@@ -32,7 +32,14 @@ from explorer.hardware import with_hardware
 from explorer.mcnn.events import EventTail
 from explorer.objective import TrialOutcome, intermediate_value
 from explorer.outcome import classify
-from explorer.pool import NODE_CHECK_S, NODE_RETRY_S, HostPool, NodeProbe, slurm_probe
+from explorer.pool import (
+    NODE_CHECK_S,
+    NODE_RETRY_S,
+    HostPool,
+    NodeProbe,
+    slurm_probe,
+    unreachable,
+)
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine, duration
 from explorer.record import Outcome, set_attrs
@@ -62,6 +69,7 @@ from search_spaces.space import SearchSpace, load_space
 __all__ = ["Next", "StudyDriver"]
 
 HEARTBEAT_S = 15.0
+QUARANTINE_ATTR = "quarantined_hosts"  # study user attribute: host -> why
 CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
 
 POLL_S = 0.5
@@ -186,6 +194,7 @@ class StudyDriver:
     def _loop(self, study: optuna.Study, rec: Recorder, n_train: int) -> None:
         """Keep up to ``concurrent_trials`` trials running on disjoint host slices."""
         pool = HostPool(self.s.hosts)
+        pool.quarantine(study.user_attrs.get(QUARANTINE_ATTR) or {})  # a resumed study's
         concurrency = self.s.concurrent_trials or pool.size
         active: list[_Active] = []
         waiting: _Asked | None = None  # asked and planned, waiting for free nodes
@@ -199,6 +208,8 @@ class StudyDriver:
                 for a in list(active):
                     outcome = self._follow(a)
                     if outcome is not None:
+                        if outcome.state is Outcome.FAILED and len(self.s.hosts) > 1:
+                            outcome = self._check_hosts(study, pool, a, outcome)
                         if (a.asked.trial.user_attrs.get("stage") == 1
                                 and outcome.state is Outcome.COMPLETED):
                             outcome = dataclasses.replace(
@@ -312,6 +323,21 @@ class StudyDriver:
         if changed:
             study.set_user_attr("excluded_hosts", dict(pool.excluded))
         return NODE_CHECK_S if changed is not None else NODE_RETRY_S
+
+    def _check_hosts(self, study: optuna.Study, pool: HostPool, a: _Active,
+                     outcome: TrialOutcome) -> TrialOutcome:
+        """After a trial failed on a pool: quarantine the hosts of its slice that no longer run
+        a process (a lost node, a cut network), and name them in its reason."""
+        lost = unreachable([h.name for h in a.hosts], self.launcher, self.s.mca)
+        if not lost:
+            return outcome
+        pool.quarantine(lost)
+        study.set_user_attr(QUARANTINE_ATTR, dict(pool.quarantined))
+        for host, why in lost.items():
+            self.log(f"host {host} quarantined for the rest of the study: {why}")
+        named = "; ".join(f"host {h} unreachable ({why})" for h, why in lost.items())
+        return dataclasses.replace(outcome, reason=f"{named}, quarantined; the trial: "
+                                                   f"{outcome.reason}")
 
     def _why_stopped(self, nxt: Next) -> str:
         if nxt is Next.TIMEOUT:

@@ -4,19 +4,29 @@ A study on H hosts (a hostfile or a SLURM allocation) runs several trials at onc
 own slice of the hosts, so their timings never share a node. A slice is taken when a trial
 launches and given back when it ends, for any reason (the driver releases it in a ``finally``).
 A host can be excluded (a SLURM node drained or down): no new trial is placed on it until it is
-back, and a trial already running there keeps it.
+back, and a trial already running there keeps it. A host found unreachable after a trial failed
+on it (:func:`unreachable`: the launcher cannot start a process there) is quarantined: no new
+trial for the rest of the study (the study keeps the list, so a resumed study keeps it too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
 
+from launchers.base import Launcher
 from launchers.hosts import HostInfo
 from launchers.slurm import unavailable_nodes
 
-__all__ = ["NODE_CHECK_S", "NODE_RETRY_S", "HostPool", "NodeProbe", "slurm_probe"]
+__all__ = ["HOST_CHECK_S", "NODE_CHECK_S", "NODE_RETRY_S", "HostPool", "NodeProbe",
+           "slurm_probe", "unreachable"]
+
+HOST_CHECK_S = 30.0  # how long a host may take to run `true` after a trial failed on it
 
 NODE_CHECK_S = 10.0  # how often a SLURM pool's node states are read (drained, down, ...)
 NODE_RETRY_S = 60.0  # ... and after the probe could not tell (an unresponsive slurmctld)
@@ -42,6 +52,7 @@ class HostPool:
         self.hosts = list(hosts)
         self._busy: set[str] = set()
         self.excluded: dict[str, str] = {}  # host -> why no new trial is placed on it
+        self.quarantined: dict[str, str] = {}  # host -> why: for the rest of the study
 
     @property
     def size(self) -> int:
@@ -50,7 +61,15 @@ class HostPool:
     @property
     def free(self) -> list[HostInfo]:
         return [h for h in self.hosts if h.name not in self._busy
-                and h.name not in self.excluded]
+                and h.name not in self.excluded and h.name not in self.quarantined]
+
+    def quarantine(self, reasons: Mapping[str, str]) -> dict[str, str]:
+        """Place no new trial on these hosts (host -> why) for the rest of the study; returns
+        the newly quarantined ones."""
+        known = {h.name for h in self.hosts}
+        new = {n: r for n, r in reasons.items() if n in known and n not in self.quarantined}
+        self.quarantined.update(new)
+        return new
 
     def refresh(self, probe: NodeProbe, log: Callable[[str], None]) -> bool | None:
         """Exclude the hosts ``probe`` says are unavailable (and take back the others), logging
@@ -95,3 +114,34 @@ class HostPool:
     def release(self, hosts: Sequence[HostInfo]) -> None:
         for h in hosts:
             self._busy.discard(h.name)
+
+
+def unreachable(hosts: Sequence[str], launcher: Launcher, mca: Mapping[str, str], *,
+                timeout_s: float = HOST_CHECK_S) -> dict[str, str]:
+    """The hosts the launcher cannot start a process on now (host -> why), each checked on its
+    own with ``true`` the way trials start (``mpirun -H host``, ``srun --nodelist``), all at
+    once, for at most ``timeout_s``; empty when the launcher cannot run such a check."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for host in hosts:
+        argv = launcher.probe_argv(["true"], [host], mca)
+        if argv is None:
+            break
+        procs[host] = subprocess.Popen(argv, stdin=subprocess.DEVNULL,  # noqa: S603 - argv list
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                       start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    lost: dict[str, str] = {}
+    for host, proc in procs.items():
+        try:
+            _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # mpirun and any daemon it started
+            proc.communicate()
+            lost[host] = f"it did not run `true` within {timeout_s:g} s"
+            continue
+        if proc.returncode != 0:
+            tail = [ln.strip() for ln in err.decode(errors="replace").splitlines() if ln.strip()]
+            lost[host] = (f"`true` there exited {proc.returncode}"
+                          + (f": {tail[-1][:160]}" if tail else ""))
+    return lost

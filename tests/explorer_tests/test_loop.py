@@ -46,10 +46,11 @@ def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: Manual
             **settings: Any) -> StudyDriver:
     tmp_path.mkdir(parents=True, exist_ok=True)
     space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base)
-    s = StudySettings(space=space, data_root=tmp_path, study=f"loop{next(_names)}",
+    s = StudySettings(space=space, data_root=tmp_path,
                       storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking,
                       workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
-                      target_accuracy=0.8, **{"pruner": "none", "seed": 0, **settings})
+                      target_accuracy=0.8, **{"pruner": "none", "seed": 0,
+                                              "study": f"loop{next(_names)}", **settings})
     return StudyDriver(s, launcher, clock=clock, progress=ProgressLine(s.trials, io.StringIO()),
                        prepare=lambda base, settings, log: N_TRAIN, node_probe=node_probe)
 
@@ -421,6 +422,32 @@ def test_a_drained_host_gets_no_new_trial_until_it_is_back(tmp_path, tracking):
     starts = [job.started for _, job in launcher.launched]
     assert starts[1] >= starts[0] + 40.0 and starts[2] - starts[1] < 15.0
     assert {"h2": "drained"} in seen and study.user_attrs["excluded_hosts"] == {}
+
+
+def test_a_host_lost_under_a_failed_trial_is_quarantined_for_the_rest_of_the_study(tmp_path,
+                                                                                   tracking):
+    clock = ManualClock(0.0)
+    pool = [HostInfo("h1", 2), HostInfo("h2", 2)]
+    cut = Script([(1.0, {"event": "start"})], exit_after_s=30.0, returncode=1,
+                 log="ORTE has lost communication with a remote daemon.")
+    launcher = FakeLauncher(clock, [epochs([0.3, 0.5, 0.6, 0.85], target=0.8), cut,
+                                    *[epochs([0.3, 0.5, 0.6, 0.85], target=0.8)] * 3],
+                            dead_hosts={"h2"})
+    study = _driver(tmp_path, tracking, launcher, clock, trials=4, hosts=pool).run()
+    hosts = [res.hosts for res, _ in launcher.launched]
+    assert hosts[:2] == [("h1",), ("h2",)] and all(h == ("h1",) for h in hosts[2:])
+    r = _by_number(study)
+    failed = [x for x in r.values() if x.state is Outcome.FAILED]
+    assert len(failed) == 1
+    assert failed[0].reason.startswith("host h2 unreachable (`true` there exited 1)")
+    assert "quarantined" in failed[0].reason and "exit code 1" in failed[0].reason
+    assert list(study.user_attrs["quarantined_hosts"]) == ["h2"]
+    assert sum(x.state is Outcome.COMPLETED for x in r.values()) == 3  # h1 kept working
+    # a resumed study keeps the quarantine
+    more = _driver(tmp_path, tracking, FakeLauncher(clock, [epochs([0.9], target=0.8)] * 2),
+                   clock, trials=6, hosts=pool, study=study.study_name)
+    more.run()
+    assert all(res.hosts == ("h1",) for res, _ in more.launcher.launched)
 
 
 def test_a_trial_at_its_target_or_last_evaluation_is_never_pruned(tmp_path, tracking,

@@ -444,10 +444,9 @@ def test_a_host_lost_under_a_failed_trial_is_quarantined_for_the_rest_of_the_stu
     assert list(study.user_attrs["quarantined_hosts"]) == ["h2"]
     assert sum(x.state is Outcome.COMPLETED for x in r.values()) == 3  # h1 kept working
     # a resumed study keeps the quarantine
-    more = _driver(tmp_path, tracking, FakeLauncher(clock, [epochs([0.9], target=0.8)] * 2),
-                   clock, trials=6, hosts=pool, study=study.study_name)
-    more.run()
-    assert all(res.hosts == ("h1",) for res, _ in more.launcher.launched)
+    again = FakeLauncher(clock, [epochs([0.9], target=0.8)] * 2)
+    _driver(tmp_path, tracking, again, clock, trials=6, hosts=pool, study=study.study_name).run()
+    assert len(again.launched) == 2 and all(res.hosts == ("h1",) for res, _ in again.launched)
 
 
 def test_a_trial_at_its_target_or_last_evaluation_is_never_pruned(tmp_path, tracking,

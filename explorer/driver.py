@@ -55,6 +55,7 @@ from explorer.study import (
     open_study,
     running_elsewhere,
     spent_node_s,
+    storage_outage,
 )
 from explorer.tracking import RunRecorder
 from explorer.values import queue_fixed, trial_values
@@ -73,6 +74,8 @@ QUARANTINE_ATTR = "quarantined_hosts"  # study user attribute: host -> why
 CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
 
 POLL_S = 0.5
+STORAGE_RETRY_S = 5.0  # a storage that does not answer is tried again this often ...
+STORAGE_PATIENCE_S = 600.0  # ... for this long; then the driver stops its trials
 
 # (base config, settings, log) -> training images: builds the shard cache (a child process)
 Prepare = Callable[[dict[str, Any], StudySettings, Callable[[str], None]], int]
@@ -115,6 +118,30 @@ class _Active:
     events: list[dict[str, Any]] = field(default_factory=list)
     reports: int = 0  # intermediate values reported to the pruner
     last_step: int = 0  # the last one's step
+    outcome: TrialOutcome | None = None  # once it has ended, until it is recorded
+    unreported: list[dict[str, Any]] = field(default_factory=list)  # epochs not yet reported
+
+
+class _Step(enum.Enum):
+    """What the loop does after a pass."""
+
+    AGAIN = "again"  # at once (a trial was asked or launched)
+    WAIT = "wait"  # after POLL_S
+    DONE = "done"
+
+
+@dataclass
+class _LoopState:
+    """What the loop carries from one pass to the next."""
+
+    pool: HostPool
+    concurrency: int
+    beat: float
+    shown: float
+    next_check: float
+    active: list[_Active] = field(default_factory=list)
+    waiting: _Asked | None = None  # asked and planned, waiting for free nodes
+    infeasible_run: int = 0
 
 
 class StudyDriver:
@@ -153,6 +180,7 @@ class StudyDriver:
         self.base = merged
         self.started = self.clock.now()
         self.rec: Recorder | None = None
+        self._limbo: list[optuna.Trial] = []  # asked as the storage went away (see _ask)
 
     # -- set-up -----------------------------------------------------------------------------
     def run(self) -> optuna.Study:
@@ -192,90 +220,160 @@ class StudyDriver:
 
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self, study: optuna.Study, rec: Recorder, n_train: int) -> None:
-        """Keep up to ``concurrent_trials`` trials running on disjoint host slices."""
+        """Keep up to ``concurrent_trials`` trials running on disjoint host slices.
+
+        A storage that stops answering (a database restart, a dropped connection) pauses the
+        loop, not the trials: the pass is run again every :data:`STORAGE_RETRY_S` until it
+        answers (every storage write of a pass is safe to repeat, and a finished trial keeps
+        its outcome until it is recorded), for at most :data:`STORAGE_PATIENCE_S`; then the
+        driver stops its trials and exits, and a relaunch re-queues them.
+        """
         pool = HostPool(self.s.hosts)
         pool.quarantine(study.user_attrs.get(QUARANTINE_ATTR) or {})  # a resumed study's
-        concurrency = self.s.concurrent_trials or pool.size
-        active: list[_Active] = []
-        waiting: _Asked | None = None  # asked and planned, waiting for free nodes
-        beat = shown = self.clock.now()
-        next_check = self.clock.now()
-        self._show_clock(study, active)
-        infeasible_run = 0
+        loop = _LoopState(pool=pool, concurrency=self.s.concurrent_trials or pool.size,
+                          beat=self.clock.now(), shown=self.clock.now(),
+                          next_check=self.clock.now())
+        self._show_clock(study, loop.active)
+        outage: float | None = None  # when the storage stopped answering
         try:
             while True:
-                # follow: log epochs, report, prune, detect stalls; finish what has ended
-                for a in list(active):
-                    outcome = self._follow(a)
-                    if outcome is not None:
-                        if outcome.state is Outcome.FAILED and len(self.s.hosts) > 1:
-                            outcome = self._check_hosts(study, pool, a, outcome)
-                        if (a.asked.trial.user_attrs.get("stage") == 1
-                                and outcome.state is Outcome.COMPLETED):
-                            outcome = dataclasses.replace(
-                                outcome, state=Outcome.MEASURED, reason=(
-                                    f"layout measurement: {outcome.images_per_sec or 0.0:.1f} "
-                                    "images/s (steady state)"))
-                        active.remove(a)
-                        pool.release(a.hosts)
-                        rec.finish(study, a.asked.trial, a.asked.run, outcome, a.job)
-                        self._show_best(study)
-                if self.clock.now() - beat > HEARTBEAT_S:
-                    beat = self.clock.now()
-                    for a in active:
-                        set_attrs(a.asked.trial, heartbeat=beat)
-                if self.clock.now() - shown >= CLOCK_EVERY_S:
-                    shown = self.clock.now()
-                    self._show_clock(study, active)
-                if self.node_probe is not None and self.clock.now() >= next_check:
-                    next_check = self.clock.now() + self._check_nodes(study, pool)
-                room = waiting is None and len(active) < concurrency
-                # (deciding reads every trial: only when a trial could start or none runs)
-                nxt = (self._next(study, len(active) + (waiting is not None))
-                       if room or not active else Next.WAIT)
-                # ask + plan
-                if room and nxt is Next.ASK:
-                    asked = self._ask(study, rec, n_train)
-                    if isinstance(asked, str):
-                        infeasible_run += 1
-                        if infeasible_run >= self.s.max_infeasible_in_a_row:
-                            raise ConfigError(
-                                f"{infeasible_run} samples in a row were infeasible on "
-                                f"{pool.size} host(s) with {self.s.hosts[0].cores} cores; the "
-                                f"last: {asked}. Narrow the layout dimensions of {self.s.space}")
-                        continue
-                    infeasible_run = 0
-                    waiting = asked
-                # place + launch
-                if waiting is not None:
-                    hosts = pool.acquire(int(waiting.plan.derived["nodes"]))
-                    if hosts is not None:
-                        asked, waiting = waiting, None  # _launch records it whatever happens
-                        try:
-                            active.append(self._launch(study, rec, asked, hosts))
-                        except BaseException:
-                            pool.release(hosts)
-                            raise
-                        continue
-                    if not active and nxt in (Next.TIMEOUT, Next.BUDGET):
-                        # it waited for nodes that never came (e.g. drained): it never ran
-                        rec.failed_to_start(study, waiting.trial, waiting.run, "no free node "
-                                            f"before the study ended ({self._why_stopped(nxt)})")
-                        waiting = None
-                if not active and waiting is None and nxt not in (Next.ASK, Next.WAIT):
-                    if nxt is not Next.DONE:
-                        self.log(self._why_stopped(nxt))
+                try:
+                    if self._limbo:
+                        self._settle_limbo(study, rec)
+                    step = self._step(study, rec, loop, n_train)
+                except Exception as exc:
+                    if not storage_outage(exc):
+                        raise
+                    outage = self._outage(outage, exc)
+                    self.clock.sleep(STORAGE_RETRY_S)
+                    continue
+                if outage is not None:
+                    self.log(f"the Optuna storage answers again after "
+                             f"{duration(self.clock.now() - outage)}; the study goes on")
+                    outage = None
+                if step is _Step.DONE:
                     return
-                self.clock.sleep(POLL_S)
+                if step is _Step.WAIT:
+                    self.clock.sleep(POLL_S)
         except BaseException:
-            for a in active:
-                a.job.cancel()
-                pool.release(a.hosts)
-                rec.interrupted(study, a.asked.trial, a.asked.run)
-            if waiting is not None:
-                rec.interrupted(study, waiting.trial, waiting.run)
-            rec.end(finished=False)
+            self._stop(study, rec, loop)
             raise
+
+    def _step(self, study: optuna.Study, rec: Recorder, loop: _LoopState,
+              n_train: int) -> _Step:
+        """One pass of the loop (see :meth:`_loop`)."""
+        pool, active = loop.pool, loop.active
+        # follow: log epochs, report, prune, detect stalls; finish what has ended
+        for a in list(active):
+            if a.outcome is None:  # (set: its recording waited for the storage)
+                outcome = self._follow(a)
+                if outcome is None:
+                    continue
+                if outcome.state is Outcome.FAILED and len(self.s.hosts) > 1:
+                    outcome = self._check_hosts(study, pool, a, outcome)
+                if (a.asked.trial.user_attrs.get("stage") == 1
+                        and outcome.state is Outcome.COMPLETED):
+                    outcome = dataclasses.replace(
+                        outcome, state=Outcome.MEASURED, reason=(
+                            f"layout measurement: {outcome.images_per_sec or 0.0:.1f} "
+                            "images/s (steady state)"))
+                a.outcome = outcome
+            rec.finish(study, a.asked.trial, a.asked.run, a.outcome, a.job)
+            active.remove(a)
+            pool.release(a.hosts)
+            self._show_best(study)
+        now = self.clock.now()
+        if now - loop.beat > HEARTBEAT_S:
+            for a in active:
+                set_attrs(a.asked.trial, heartbeat=now)
+            loop.beat = now
+        if now - loop.shown >= CLOCK_EVERY_S:
+            self._show_clock(study, active)
+            loop.shown = now
+        if self.node_probe is not None and now >= loop.next_check:
+            loop.next_check = now + self._check_nodes(study, pool)
+        room = loop.waiting is None and len(active) < loop.concurrency
+        # (deciding reads every trial: only when a trial could start or none runs)
+        nxt = (self._next(study, len(active) + (loop.waiting is not None))
+               if room or not active else Next.WAIT)
+        # ask + plan
+        if room and nxt is Next.ASK:
+            asked = self._ask(study, rec, n_train)
+            if isinstance(asked, str):
+                loop.infeasible_run += 1
+                if loop.infeasible_run >= self.s.max_infeasible_in_a_row:
+                    raise ConfigError(
+                        f"{loop.infeasible_run} samples in a row were infeasible on "
+                        f"{pool.size} host(s) with {self.s.hosts[0].cores} cores; the "
+                        f"last: {asked}. Narrow the layout dimensions of {self.s.space}")
+                return _Step.AGAIN
+            loop.infeasible_run = 0
+            loop.waiting = asked
+        # place + launch
+        if loop.waiting is not None:
+            hosts = pool.acquire(int(loop.waiting.plan.derived["nodes"]))
+            if hosts is not None:
+                asked, loop.waiting = loop.waiting, None  # _launch records it whatever happens
+                try:
+                    active.append(self._launch(study, rec, asked, hosts))
+                except BaseException:
+                    pool.release(hosts)
+                    raise
+                return _Step.AGAIN
+            if not active and nxt in (Next.TIMEOUT, Next.BUDGET):
+                # it waited for nodes that never came (e.g. drained): it never ran
+                rec.failed_to_start(study, loop.waiting.trial, loop.waiting.run, "no free node "
+                                    f"before the study ended ({self._why_stopped(nxt)})")
+                loop.waiting = None
+        if not active and loop.waiting is None and nxt not in (Next.ASK, Next.WAIT):
+            if nxt is not Next.DONE:
+                self.log(self._why_stopped(nxt))
+            return _Step.DONE
+        return _Step.WAIT
+
+    def _outage(self, since: float | None, exc: BaseException) -> float:
+        """Log a storage outage once (and give up after :data:`STORAGE_PATIENCE_S`)."""
+        now = self.clock.now()
+        if since is None:
+            cause = exc.__cause__ or exc
+            self.log(f"the Optuna storage {mask_url(self.s.storage)} does not answer "
+                     f"({str(cause).splitlines()[0][:160]}); running trials go on, retrying "
+                     f"every {STORAGE_RETRY_S:g} s for up to {duration(STORAGE_PATIENCE_S)}")
+            return now
+        if now - since > STORAGE_PATIENCE_S:
+            raise LaunchError(f"the Optuna storage {mask_url(self.s.storage)} has not answered "
+                              f"for {duration(now - since)}; the running trials were stopped. "
+                              "Relaunch the same command once it is back: they are re-queued")
+        return since
+
+    def _settle_limbo(self, study: optuna.Study, rec: Recorder) -> None:
+        """Trials asked just as the storage went away (never planned or launched): FAILED."""
+        while self._limbo:
+            trial = self._limbo[0]
+            if not study._storage.get_trial(trial._trial_id).state.is_finished():
+                set_attrs(trial, state=Outcome.FAILED, reason="the storage went away while "
+                          "the trial was being started; it never ran (its job, if any, was "
+                          "stopped)")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self._limbo.pop(0)
+
+    def _stop(self, study: optuna.Study, rec: Recorder, loop: _LoopState) -> None:
+        """The driver is stopping (Ctrl-C, an error, a lost storage): end every running job,
+        and record it as interrupted where the storage still answers."""
+        for a in loop.active:
+            a.job.cancel()
+            loop.pool.release(a.hosts)
+        pending = [(a.asked.trial, a.asked.run) for a in loop.active]
+        if loop.waiting is not None:
+            pending.append((loop.waiting.trial, loop.waiting.run))
+        try:
+            for trial, run in pending:
+                rec.interrupted(study, trial, run)
+            rec.end(finished=False)
+        except Exception as exc:
+            if not storage_outage(exc):
+                raise
+            # unrecorded: a relaunch finds them RUNNING with a dead driver and re-queues them
 
     def _show_clock(self, study: optuna.Study, active: list[_Active]) -> None:
         """Elapsed time, node-seconds spent (finished trials + the running ones so far) and what
@@ -349,20 +447,26 @@ class StudyDriver:
         """Ask and plan one trial; an infeasible one is recorded at once and its reason returned."""
         trial = study.ask()
         try:
-            values = trial_values(trial, study, self.space, strategy=self.s.strategy,
-                                  overrides=self.overrides)
-            plan = build_plan(self.space, values.params, data_root=self.s.data_root,
-                              n_train=n_train, hosts=self.s.hosts, overrides=values.overrides,
-                              allow_emulated_bf16=self.s.allow_emulated_bf16)
-        except (ConfigError, ValueError) as exc:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "
-                              f"invalid config: {exc}") from None
-        run = rec.start(trial, plan, driver=driver_identity(), heartbeat=self.clock.now())
-        if values.missing is not None or not plan.feasible:
-            reason = values.missing or plan.reason
-            rec.finish(study, trial, run, TrialOutcome(Outcome.INFEASIBLE, reason), None)
-            return reason
+            try:
+                values = trial_values(trial, study, self.space, strategy=self.s.strategy,
+                                      overrides=self.overrides)
+                plan = build_plan(self.space, values.params, data_root=self.s.data_root,
+                                  n_train=n_train, hosts=self.s.hosts,
+                                  overrides=values.overrides,
+                                  allow_emulated_bf16=self.s.allow_emulated_bf16)
+            except (ConfigError, ValueError) as exc:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise ConfigError(f"trial {trial.number}: the space {self.s.space} produced an "
+                                  f"invalid config: {exc}") from None
+            run = rec.start(trial, plan, driver=driver_identity(), heartbeat=self.clock.now())
+            if values.missing is not None or not plan.feasible:
+                reason = values.missing or plan.reason
+                rec.finish(study, trial, run, TrialOutcome(Outcome.INFEASIBLE, reason), None)
+                return reason
+        except Exception as exc:
+            if storage_outage(exc):  # asked, never planned: FAILED once the storage is back
+                self._limbo.append(trial)
+            raise
         return _Asked(trial, plan, run)
 
     def _launch(self, study: optuna.Study, rec: Recorder, asked: _Asked,
@@ -392,10 +496,13 @@ class StudyDriver:
         except LaunchError:
             rec.failed_to_start(study, trial, run, "launch error")
             raise
-        except BaseException:
+        except BaseException as exc:
             if job is not None:
                 job.cancel()
-            rec.interrupted(study, trial, run)
+            if storage_outage(exc):  # stopped before it was followed: FAILED once it is back
+                self._limbo.append(trial)
+            else:
+                rec.interrupted(study, trial, run)
             raise
         assert job.events_path is not None
         self.progress.update(counted(study), trial.number, None, None,
@@ -411,30 +518,32 @@ class StudyDriver:
         it has ended (None while it runs)."""
         trial = a.asked.trial
         finished = a.job.poll().finished
-        for event in a.tail.poll():
-            a.events.append(event)
+        new = a.tail.poll()
+        if new:
+            a.events += new
+            a.unreported += [e for e in new if e.get("event") == "epoch"]
             a.last_event = self.clock.now()
-            if event.get("event") != "epoch":
-                continue
-            a.asked.run.log_epoch(event)
+        while a.unreported:  # (one the storage did not take stays here for the next pass)
+            event = a.unreported[0]
             acc = event.get("val_accuracy")
+            if acc is not None and not self.s.multi_objective:  # Optuna prunes one objective
+                if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":
+                    step = a.reports + 1
+                else:  # whole training seconds on the TTA clock, strictly increasing
+                    step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
+                trial.report(intermediate_value(float(acc)), step)
+                a.reports, a.last_step = a.reports + 1, step
+                # a job at the target or at its last evaluation ends by itself: never prune it
+                last = float(event.get("epoch") or 0.0) >= self.max_epochs - 1e-6
+                if (not finished and float(acc) < self.target and not last
+                        and trial.should_prune()):
+                    a.asked.run.log_epoch(event)
+                    a.job.cancel()
+                    a.events += a.tail.poll()
+                    return self._outcome(a, pruned=True)
+            a.unreported.pop(0)
+            a.asked.run.log_epoch(event)
             self.progress.update(a.done, trial.number, event.get("epoch"), acc)
-            if acc is None or self.s.multi_objective:  # Optuna prunes single objectives only
-                continue
-            a.reports += 1
-            if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":
-                step = a.reports
-            else:  # whole training seconds on the TTA clock, strictly increasing
-                step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
-            a.last_step = step
-            trial.report(intermediate_value(float(acc)), step)
-            # a job at the target or at its last evaluation ends by itself: never prune it
-            last = float(event.get("epoch") or 0.0) >= self.max_epochs - 1e-6
-            if (not finished and float(acc) < self.target and not last
-                    and trial.should_prune()):
-                a.job.cancel()
-                a.events += a.tail.poll()
-                return self._outcome(a, pruned=True)
         if finished:
             return self._outcome(a, pruned=False)
         silent = self.clock.now() - a.last_event

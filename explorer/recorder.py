@@ -105,6 +105,8 @@ class Recorder:
             if job.events_path is not None:
                 run.log_files([job.events_path])
         run.end(outcome.state)
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            return  # told already: a pass the storage interrupted after the tell, run again
         if outcome.state is Outcome.COMPLETED:
             study.tell(trial, objective_values(outcome, objective=self.s.objective,
                                                multi_objective=self.s.multi_objective))

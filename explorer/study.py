@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
+import sqlalchemy.exc
 
 from explorer.objective import direction
 from explorer.record import TrialRecord, records
@@ -23,7 +24,8 @@ from mcnn_base.errors import ConfigError
 from mcnn_base.urls import mask_url
 
 __all__ = ["MEMORY", "PRUNERS", "PRUNE_RESOURCE", "StudySettings", "best_record", "best_trial",
-           "counted", "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s"]
+           "counted", "make_pruner", "make_sampler", "open_study", "running_elsewhere", "spent_node_s",
+           "storage_outage"]
 
 
 @dataclass
@@ -181,8 +183,7 @@ def open_study(s: StudySettings, *, max_epochs: float,
         ["maximize" if direction(s.objective) == "maximize" else "minimize"])
     try:
         storage = optuna.storages.InMemoryStorage() if s.storage == MEMORY else \
-            retry_schema_race(lambda: optuna.storages.get_storage(s.storage),
-                              what="--storage", url=s.storage)
+            retry_schema_race(lambda: _rdb_storage(s.storage), what="--storage", url=s.storage)
         study = retry_schema_race(lambda: optuna.create_study(
             study_name=s.study, storage=storage, load_if_exists=True, directions=directions,
             sampler=make_sampler(s.sampler, s.seed),
@@ -199,6 +200,22 @@ def open_study(s: StudySettings, *, max_epochs: float,
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     return study, storage
+
+
+def _rdb_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's storage for ``url``; a database server's connections are checked before use
+    (``pool_pre_ping``), so a restarted server costs a retry, not the study."""
+    if url.startswith(("postgresql", "mysql")):
+        return optuna.storages.get_storage(optuna.storages.RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True}))
+    return optuna.storages.get_storage(url)
+
+
+def storage_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is the storage not answering (a database restart, a dropped or refused
+    connection, a locked SQLite file), as opposed to a bug or bad data."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
 
 
 def counted(study: optuna.Study) -> int:

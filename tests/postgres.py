@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,22 @@ class PostgresServer:
     password: str
     bindir: Path
     socket_dir: Path
+    data: Path | None = None
+    options: str = ""
+
+    def restart(self, down_s: float = 5.0) -> None:
+        """Stop the server (``-m fast``: every connection is closed), stay down ``down_s``
+        seconds, start it again on the same port and data."""
+        assert self.data is not None
+        pg_ctl = str(self.bindir / "pg_ctl")
+        subprocess.run(_as_server_user([pg_ctl, "-D", str(self.data), "-m", "fast", "-w",  # noqa: S603 - argv list
+                                        "-t", "60", "stop"]), check=True, timeout=90,
+                       capture_output=True)
+        time.sleep(down_s)
+        subprocess.run(_as_server_user([pg_ctl, "-D", str(self.data), "-l",  # noqa: S603 - argv list
+                                        str(self.data.parent / "server.log"), "-o",
+                                        self.options, "-w", "-t", "60", "start"]),
+                       check=True, timeout=90, capture_output=True)
 
     def url(self, database: str) -> str:
         return (f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}")
@@ -90,15 +107,15 @@ def postgres_server() -> Iterator[PostgresServer]:
         for path in (root, sock, root / "pw"):
             os.chown(path, pg.pw_uid, pg.pw_gid)
     port = _free_port()
-    server = PostgresServer(port, "mcnn", password, bindir, sock)
+    options = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c max_connections=200")
+    server = PostgresServer(port, "mcnn", password, bindir, sock, data, options)
     started = False
     try:
         subprocess.run(_as_server_user([  # noqa: S603 - argv list
             str(bindir / "initdb"), "-D", str(data), "-U", "mcnn", "--pwfile", str(root / "pw"),
             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8",
             "--no-sync"]), check=True, timeout=120, capture_output=True)
-        options = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c max_connections=200")
         subprocess.run(_as_server_user([  # noqa: S603 - argv list
             str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o",
             options, "-w", "-t", "60", "start"]), check=True, timeout=90, capture_output=True)

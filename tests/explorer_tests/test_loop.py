@@ -13,8 +13,10 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.storages import RDBStorage
 
 import explorer.study as study_mod
 from devsupport.fake_launcher import FakeLauncher, Script, epochs
@@ -23,8 +25,9 @@ from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine
 from explorer.record import Outcome, TrialRecord, records
 from explorer.study import StudySettings, spent_node_s
+from launchers.base import JobState
 from launchers.hosts import HostInfo
-from mcnn_base.errors import ConfigError
+from mcnn_base.errors import ConfigError, LaunchError
 from search_spaces.space import load_space
 from tests.spaces import write_space
 
@@ -42,7 +45,7 @@ _names: Iterator[int] = itertools.count()
 
 def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: ManualClock, *,
             hosts: list[HostInfo] | None = None, ranks: tuple[int, ...] = (1,),
-            base: dict[str, Any] | None = None, node_probe: Any = None,
+            base: dict[str, Any] | None = None, node_probe: Any = None, log: Any = None,
             **settings: Any) -> StudyDriver:
     tmp_path.mkdir(parents=True, exist_ok=True)
     space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base)
@@ -52,7 +55,8 @@ def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: Manual
                       target_accuracy=0.8, **{"pruner": "none", "seed": 0,
                                               "study": f"loop{next(_names)}", **settings})
     return StudyDriver(s, launcher, clock=clock, progress=ProgressLine(s.trials, io.StringIO()),
-                       prepare=lambda base, settings, log: N_TRAIN, node_probe=node_probe)
+                       prepare=lambda base, settings, log: N_TRAIN, node_probe=node_probe,
+                       log=log)
 
 
 def _by_number(study: optuna.Study) -> dict[int, TrialRecord]:
@@ -480,3 +484,49 @@ def test_a_trial_waiting_for_nodes_that_never_come_ends_with_the_study(tmp_path,
     (only,) = records(study)
     assert only.state is Outcome.FAILED
     assert only.reason.startswith("no free node before the study ended (study timeout")
+
+
+def _storage_down(monkeypatch: pytest.MonkeyPatch, clock: ManualClock,
+                  window: tuple[float, float]) -> None:
+    """Every Optuna storage call fails as a restarting database server's would, while the
+    simulated clock is inside ``window``."""
+    for name in ("set_trial_user_attr", "set_trial_state_values", "create_new_trial",
+                 "get_all_trials", "set_trial_intermediate_value", "get_trial",
+                 "set_study_user_attr"):
+        real = getattr(RDBStorage, name)
+
+        def broken(self: RDBStorage, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            if window[0] <= clock.now() < window[1]:
+                raise sqlalchemy.exc.OperationalError(
+                    "SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(RDBStorage, name, broken)
+
+
+def test_the_loop_rides_out_a_storage_outage_and_loses_no_trial(tmp_path, tracking,
+                                                                monkeypatch):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.3, 0.5, 0.6, 0.85], target=0.8)
+                                    for _ in range(3)])
+    said: list[str] = []
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=3, log=said.append)
+    _storage_down(monkeypatch, clock, (30.0, 95.0))  # trial 0 ends (42 s) while it is down
+    study = driver.run()
+    monkeypatch.undo()
+    r = _by_number(study)
+    assert [x.state for x in r.values()] == [Outcome.COMPLETED] * 3, [
+        (x.number, x.reason) for x in r.values()]
+    assert r[0].tta_s == 40.0  # its outcome was kept until it could be recorded
+    assert len(launcher.launched) == 3  # no trial run twice
+    assert any("does not answer" in m for m in said) and any("answers again" in m for m in said)
+    assert launcher.launched[1][1].started >= 95.0  # nothing new started while it was down
+
+
+def test_a_storage_gone_for_good_stops_the_trials_in_one_line(tmp_path, tracking, monkeypatch):
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [Script([(2.0, {"event": "start"})], hang=True)])
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=1, stall_timeout_s=None)
+    _storage_down(monkeypatch, clock, (20.0, 1e9))
+    with pytest.raises(LaunchError, match="has not answered for 10m"):
+        driver.run()
+    assert launcher.launched[0][1].state is JobState.CANCELLED

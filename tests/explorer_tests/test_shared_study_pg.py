@@ -4,11 +4,13 @@ starting at the same instant on fresh databases, where both stores create their 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -152,3 +154,58 @@ def test_drivers_starting_together_create_each_new_schema_once(pg, synth_tree, c
     assert len(optuna.get_all_study_names(storage)) == 1
     runs = _one_parent(tracking, "race")
     assert [r for r in runs if r.data.tags.get("mcnn.role") == "trial"] == []
+
+
+def _epoch_seen(runs: Path) -> bool:
+    for events in runs.glob("trial-*/events.jsonl"):
+        with contextlib.suppress(OSError):
+            if '"event": "epoch"' in events.read_text():
+                return True
+    return False
+
+
+@pytest.mark.timeout(900)
+def test_two_drivers_ride_out_a_postgres_restart_and_a_relaunch_finishes_the_study(
+        pg, synth_tree, cache, tmp_path):
+    storage, tracking = pg.createdb("optuna_restart"), pg.createdb("mlflow_restart")
+    space = write_space(tmp_path / "space.yaml", name="restart", ranks=(1,), epochs=6)
+    argv = _launch_argv(space, synth_tree, "restart", storage, tracking, tmp_path / "runs",
+                        "--trials", "4")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MCNN_CACHE_DIR": str(cache)}
+    drivers = [subprocess.Popen([*argv, "--seed", str(seed)], cwd=tmp_path, env=env,  # noqa: S603
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for seed in (1, 2)]
+    try:
+        deadline = time.monotonic() + 300
+        while not _epoch_seen(tmp_path / "runs") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _epoch_seen(tmp_path / "runs"), "no trial trained an epoch"
+        pg.restart(down_s=8.0)  # every connection dropped, the server gone for 8 s
+        results = [(d, d.communicate(timeout=600)[0]) for d in drivers]
+    finally:
+        for d in drivers:
+            if d.poll() is None:
+                d.kill()
+    _assert_all_exited_0(results, pg)
+    said = "".join(out for _, out in results)
+    assert "does not answer" in said and "answers again" in said, said[-3000:]
+
+    study = optuna.load_study(study_name="restart", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    # the jobs ran on through the outage: no trial lost or run twice
+    assert all(t.user_attrs.get("state") == "COMPLETED" for t in trials), [
+        (t.number, t.state, t.user_attrs.get("reason")) for t in trials]
+    assert 4 <= len(trials) <= 5
+    for t in trials:
+        events = [json.loads(line) for line in
+                  (Path(t.user_attrs["job"]["workdir"]) / "events.jsonl").read_text().splitlines()]
+        assert sum(e["event"] == "start" for e in events) == 1
+    # MLflow was down too: the relaunch back-fills what it missed, one run per trial
+    again = subprocess.run([*argv, "--seed", "3"], cwd=tmp_path, env=env,  # noqa: S603
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(optuna.load_study(study_name="restart", storage=storage).trials) == len(trials)
+    runs = _one_parent(tracking, "restart")
+    children = [r for r in runs if r.data.tags.get("mcnn.role") == "trial"]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [t.number for t in trials]
+    assert all(r.data.tags.get("state") == "COMPLETED" for r in children)

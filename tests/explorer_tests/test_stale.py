@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 
@@ -78,6 +79,10 @@ def test_kill_leftovers_only_kills_the_trials_own_session(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",  # noqa: S603
                              str(workdir / "events.jsonl")], start_new_session=True)
     try:
+        deadline = time.monotonic() + 10  # until it has exec'd (a loaded machine is slow)
+        while str(workdir) not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(
+                errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert kill_leftovers({"pid": proc.pid, "workdir": str(tmp_path / "other")}) == 0
         assert proc.poll() is None
         assert process_start_ticks(proc.pid) is not None

@@ -13,15 +13,14 @@ per accuracy, then ``done`` (or an exit code with no ``done``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
 from typing import Any
 
 from explorer.clock import ManualClock
-from launchers.base import JobState, Launcher, Resources
+from explorer.rehearsal.sim import ScriptedJob
+from launchers.base import Launcher, Resources
 
 __all__ = ["FakeJob", "FakeLauncher", "Script", "epochs"]
 
@@ -61,68 +60,15 @@ def epochs(accuracies: Sequence[float], *, epoch_s: float = 10.0, startup_s: flo
     return Script(script, exit_after_s=t + 0.1, returncode=returncode)
 
 
-class FakeJob:
+class FakeJob(ScriptedJob):
     """A job that follows its :class:`Script` on ``clock`` (see the module doc)."""
-
-    _pids = count(900_000)
 
     def __init__(self, script: Script, *, clock: ManualClock, workdir: Path,
                  argv: list[str], timeout_s: float | None) -> None:
+        super().__init__(script.events, exit_after_s=script.exit_after_s, clock=clock,
+                         workdir=workdir, argv=argv, timeout_s=timeout_s,
+                         returncode=script.returncode, hang=script.hang, log=script.log)
         self.script = script
-        self.clock = clock
-        self.argv = argv
-        self.pid = next(self._pids)
-        self.started = clock.now()
-        self.timeout_s = timeout_s
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = workdir / "job.log"
-        self.log_path.write_text(script.log)
-        self.events_path: Path | None = workdir / "events.jsonl"
-        self.events_path.unlink(missing_ok=True)
-        (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
-        self._next = 0
-        self._state = JobState.RUNNING
-        self._returncode: int | None = None
-
-    def _emit_due(self) -> None:
-        assert self.events_path is not None
-        due = self.clock.now() - self.started
-        with self.events_path.open("a") as fh:
-            while self._next < len(self.script.events) and self.script.events[self._next][0] <= due:
-                fh.write(json.dumps({**self.script.events[self._next][1],
-                                     "time": self.started + self.script.events[self._next][0]})
-                         + "\n")
-                self._next += 1
-
-    def poll(self) -> JobState:
-        if self._state.finished:
-            return self._state
-        self._emit_due()
-        elapsed = self.clock.now() - self.started
-        if not self.script.hang and elapsed >= self.script.exit_after_s:
-            self._returncode = self.script.returncode
-            self._state = JobState.COMPLETED if self._returncode == 0 else JobState.FAILED
-        elif self.timeout_s is not None and elapsed > self.timeout_s:
-            self._returncode = -15
-            self._state = JobState.TIMEOUT
-        return self._state
-
-    @property
-    def state(self) -> JobState:
-        return self.poll()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._returncode
-
-    def cancel(self) -> JobState:
-        if not self._state.finished:
-            self._returncode = -15
-            self._state = JobState.CANCELLED
-        return self._state
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text().splitlines()[-lines:])
 
 
 class FakeLauncher(Launcher):

@@ -1,7 +1,8 @@
 """The simulated launcher and clock that let the real study loop rehearse a sweep.
 
 :class:`SimLauncher` reads each trial's ``config.yaml`` as a real launch would, asks the
-:class:`~explorer.rehearsal.model.TrialModel` what it would do, and returns a :class:`SimJob`
+:class:`~explorer.rehearsal.model.TrialModel` what it would do, and returns a
+:class:`ScriptedJob`
 that appends the job's events (``start``, one ``epoch`` per evaluation, ``done``) to the trial's
 real ``events.jsonl`` as simulated time passes, so the driver follows, prunes and records it
 exactly as a real one. :class:`EventClock` is a simulated clock that, asked to sleep, jumps to
@@ -26,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from explorer.clock import Clock
 from explorer.rehearsal.model import Prediction, TrialModel
 from launchers.base import JobState, Launcher, Resources
 
-__all__ = ["EventClock", "SimJob", "SimLauncher", "accuracy_curve"]
+__all__ = ["EventClock", "ScriptedJob", "SimLauncher", "accuracy_curve"]
 
 CHANCE_MARGIN = 0.2  # the curve's plateau: the target plus this share of what is left above it
 
@@ -62,20 +64,26 @@ class EventClock:
         self.t = max(self.t + max(0.0, seconds), nxt if nxt is not None else self.t)
 
 
-class SimJob:
-    """One simulated training job (see the module doc)."""
+class ScriptedJob:
+    """A job that replays timed events on a clock: each ``(seconds after launch, event)`` is
+    appended to the trial's real ``events.jsonl`` once due, and the job ends at
+    ``exit_after_s`` with ``returncode`` (never, with ``hang``). ``cancel`` and ``timeout_s``
+    behave as a real :class:`~launchers.base.Job`'s. The rehearsal's jobs are these, and so are
+    the fake launcher's of the loop tests (``devsupport.fake_launcher``)."""
 
     _pids = count(700_000)
 
-    def __init__(self, events: list[tuple[float, dict[str, Any]]], end_s: float, *,
-                 clock: EventClock, workdir: Path, argv: list[str],
-                 timeout_s: float | None) -> None:
-        self.script, self.end_s, self.clock, self.argv = events, end_s, clock, argv
+    def __init__(self, events: list[tuple[float, dict[str, Any]]], *, exit_after_s: float,
+                 clock: Clock, workdir: Path, argv: list[str], timeout_s: float | None,
+                 returncode: int = 0, hang: bool = False, log: str = "") -> None:
+        self.events, self.exit_after_s, self.clock, self.argv = events, exit_after_s, clock, argv
+        self.exit_code, self.hang = returncode, hang
         self.pid = next(self._pids)
         self.started = clock.now()
         self.timeout_s = timeout_s
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "job.log"
-        self.log_path.write_text("simulated job (mcnn-explore rehearse)\n")
+        self.log_path.write_text(log)
         self.events_path: Path | None = workdir / "events.jsonl"
         self.events_path.unlink(missing_ok=True)
         (workdir / "argv.txt").write_text(" ".join(argv) + "\n")
@@ -84,12 +92,15 @@ class SimJob:
         self._returncode: int | None = None
 
     def next_due(self) -> float | None:
+        """When something next happens to this job (None: it has ended)."""
         if self._state.finished:
             return None
-        due = [self.end_s] + ([self.script[self._next][0]] if self._next < len(self.script) else [])
+        due = [] if self.hang else [self.exit_after_s]
+        if self._next < len(self.events):
+            due.append(self.events[self._next][0])
         if self.timeout_s is not None:
             due.append(self.timeout_s + 1e-3)
-        return self.started + min(due)
+        return self.started + min(due) if due else None
 
     def poll(self) -> JobState:
         if self._state.finished:
@@ -97,15 +108,16 @@ class SimJob:
         elapsed = self.clock.now() - self.started
         assert self.events_path is not None
         lines = []
-        while self._next < len(self.script) and self.script[self._next][0] <= elapsed:
-            at, event = self.script[self._next]
+        while self._next < len(self.events) and self.events[self._next][0] <= elapsed:
+            at, event = self.events[self._next]
             lines.append(json.dumps({**event, "time": self.started + at}))
             self._next += 1
         if lines:
             with self.events_path.open("a") as fh:
                 fh.write("\n".join(lines) + "\n")
-        if elapsed >= self.end_s:
-            self._returncode, self._state = 0, JobState.COMPLETED
+        if not self.hang and elapsed >= self.exit_after_s:
+            self._returncode = self.exit_code
+            self._state = JobState.COMPLETED if self.exit_code == 0 else JobState.FAILED
         elif self.timeout_s is not None and elapsed > self.timeout_s:
             self._returncode, self._state = -15, JobState.TIMEOUT
         return self._state
@@ -141,7 +153,7 @@ class SimLauncher(Launcher):
                  num_classes: int) -> None:
         self.model, self.clock = model, clock
         self.n_train, self.n_val, self.num_classes = n_train, n_val, num_classes
-        self.jobs: list[SimJob] = []
+        self.jobs: list[ScriptedJob] = []
         self.predictions: dict[str, Prediction] = {}
         clock.launcher = self
 
@@ -154,7 +166,7 @@ class SimLauncher(Launcher):
         return None  # simulated hosts carry their hardware
 
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
-               **options: Any) -> SimJob:
+               **options: Any) -> ScriptedJob:
         config = yaml.safe_load(config_path.read_text())
         p = self.model.predict(config, self.n_train, self.n_val)
         self.predictions[str(workdir)] = p
@@ -191,8 +203,10 @@ class SimLauncher(Launcher):
             "tta_s": tta, "best_val_accuracy": best, "startup_s": p.startup_s,
             "simulated": True}))
         workdir.mkdir(parents=True, exist_ok=True)
-        job = SimJob(events, p.startup_s + elapsed + 0.5, clock=self.clock, workdir=workdir,
-                     argv=["simulated-mpirun", "-np", str(resources.world_size),
-                           str(config_path)], timeout_s=resources.timeout_s)
+        job = ScriptedJob(events, exit_after_s=p.startup_s + elapsed + 0.5, clock=self.clock,
+                          workdir=workdir, argv=["simulated-mpirun", "-np",
+                                                 str(resources.world_size), str(config_path)],
+                          timeout_s=resources.timeout_s, log="simulated job (mcnn-explore "
+                          "rehearse)\n")
         self.jobs = [j for j in self.jobs if not j._state.finished] + [job]
         return job

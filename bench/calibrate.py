@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = int(records[0]["machine"]["cores"])
     bound = args.bound_gflops
     if bound is None:
-        bound = matmul_bound("float32", 1024 if args.quick else 4096, 2.0 if args.quick else 10.0)
+        bound = matmul_bound("float32", 1024 if args.quick else 4096,
+                             2.0 if args.quick else 10.0) / 1e9  # FLOP/s -> GFLOP/s
     doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
                                                  if len(path.parents) > 2 else path))
     out = Path(args.out) if args.out else (

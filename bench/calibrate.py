@@ -7,7 +7,7 @@ the calibration ``mcnn-explore rehearse`` fits its trial model to
 (``explorer/rehearsal/calibrations/<workload>.<class>.json``, committed):
 
 * compute: the median images/s of every (ranks, threads, per-rank batch) cell the table ran,
-  over its quiet runs (``bench.surrogate.quiet``: nothing else loaded the machine);
+  over its uncontended runs (``bench.surrogate.uncontended``: nothing else slowed them);
 * convergence: every run of a grid schedule (all seeds), with its global batch, peak LR, warm-up
   and the epochs at its first evaluation at or over the workload's target (None: missed);
 * this machine's fp32 matmul bound per core, measured now (``bench.throughput.matmul_bound``,
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine
-from bench.surrogate import quiet
+from bench.surrogate import uncontended
 from bench.table import WORKLOAD, _commit, load_table
 from bench.throughput import matmul_bound
 from search_spaces.space import load_space
@@ -43,8 +43,8 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
     """The calibration document of a table's records (see the module doc)."""
     done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
     cells: dict[tuple[int, int, int], list[float]] = defaultdict(list)
-    for r in done:
-        if r.get("images_per_sec") and quiet(r):
+    for r in uncontended(done):
+        if r.get("images_per_sec"):
             d = r["derived"]
             ranks = int(r["params"].get("ranks_per_node", 1))
             per_rank = int(d["global_batch"]) // int(d["world_size"])

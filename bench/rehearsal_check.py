@@ -6,7 +6,7 @@ No training happens here; it reads the calibration (``bench.calibrate``) and the
 
 1. **images/s, leave one layout cell out**: the compute model fitted without a (ranks, threads,
    per-rank batch) cell predicts it; the relative error of each (target: within 10 %).
-2. **TTA of held-out table runs**: for each quiet grid run of the table, the convergence model
+2. **TTA of held-out table runs**: for each uncontended grid run of the table, the convergence model
    fitted without it (and the compute model) predicts its TTA; against its measured TTA: the
    median relative error, the share within 25 %, and Kendall's τ between predicted and measured.
 3. **The seed's published configuration** put through the model: 8 × Xeon Gold 6148 nodes
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, table
-from bench.surrogate import kendall_tau, quiet
+from bench.surrogate import kendall_tau, uncontended
 from bench.table import WORKLOAD, load_table
 from explorer.cli_rehearse import default_calibration
 from explorer.rehearsal.model import Calibration, TrialModel, load_calibration
@@ -70,14 +70,14 @@ def _config(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(predicted, measured) TTA of every quiet grid run that reached the target, each
+    """(predicted, measured) TTA of every uncontended grid run that reached the target, each
     predicted by a model whose convergence fit left that run out."""
     target = cal.target
     n_train = WORKLOAD.images - WORKLOAD.val_images
     out = []
-    for r in records:
-        if r.get("phase") not in ("grid", "repeat") or r.get("overrides") or not quiet(r) \
-                or r.get("state") != "completed":
+    done = [r for r in records if r.get("state") == "completed" and r.get("images_per_sec")]
+    for r in uncontended(done):
+        if r.get("phase") not in ("grid", "repeat") or r.get("overrides"):
             continue
         measured = next((float(c[1]) for c in r["curve"] if float(c[2]) >= target), None)
         if measured is None:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     rel = [abs(p / m - 1.0) for p, m in finite]
     tau = kendall_tau([p for p, _ in finite], [m for _, m in finite]) if len(finite) > 2 \
         else math.nan
-    print(f"\n2. TTA of {len(pairs)} held-out quiet table runs that reached {cal.target}: "
+    print(f"\n2. TTA of {len(pairs)} held-out uncontended table runs that reached {cal.target}: "
           f"{len(pairs) - len(finite)} predicted to miss; median |error| "
           f"{statistics.median(rel) if rel else math.nan:.1%}, "
           f"{sum(e <= 0.25 for e in rel)} of {len(rel)} within 25 %, Kendall τ {tau:.2f}")

@@ -11,10 +11,10 @@ table covers. :class:`TableModel` answers in two parts:
   is not answered.
 * **time** (training seconds on the TTA clock at each evaluation, and start-up): every run of the
   workload evaluates at the same epochs, so the time of evaluation k on a (layout, batch) cell is
-  the median over the table's quiet runs in that cell (:func:`quiet`: the load average stayed
-  under :data:`QUIET_LOAD` around the run; all its runs when none was quiet); start-up is the
-  median of the layout's runs. Part of the table was recorded while other work loaded the
-  machine (the load average is in each record): those runs' curves count, their clocks do not.
+  the median over the cell's uncontended runs (:func:`uncontended`: within 10 % of the cell's
+  fastest images/s); start-up is the median of the layout's runs. Part of the table was
+  recorded while other work loaded the machine (each record keeps the load average around it):
+  those runs' curves count, their clocks do not.
 
 The assumption that joins the two: **convergence does not depend on the layout at a fixed global
 batch**. :func:`layout_check` measures it on the table's cell runs (the same schedule on other
@@ -35,7 +35,8 @@ from explorer.layout_first import LAYOUT_DIMS
 from explorer.objective import interpolated_tta
 from search_spaces.space import SearchSpace
 
-__all__ = ["QUIET_LOAD", "Run", "TableModel", "kendall_tau", "layout_check", "quiet"]
+__all__ = ["UNCONTENDED", "Run", "TableModel", "cell_key", "kendall_tau", "layout_check",
+           "uncontended"]
 
 CONVERGENCE_PHASES = ("repeat", "grid", "neighbour")  # runs on the config's own layout
 
@@ -61,15 +62,26 @@ class Run:
 LAYOUT_DEFAULTS = {"ranks_per_node": 1, "threads_per_rank": 1, "binding": "core"}
 
 
-QUIET_LOAD = 3.0  # a run's job alone keeps the 1-minute load near its 1–2 busy cores
+UNCONTENDED = 0.9  # a run at least this share of its cell's fastest images/s ran alone
 
 
-def quiet(record: dict[str, Any]) -> bool:
-    """Whether nothing else loaded the machine while the run was recorded: the load average
-    before and after it stayed under :data:`QUIET_LOAD` (a run without the figures counts as
-    quiet)."""
-    loads = [record.get("load_before"), record.get("load_after")]
-    return all(v is None or float(v) < QUIET_LOAD for v in loads)
+def cell_key(params: dict[str, Any]) -> tuple[Any, ...]:
+    """(layout values..., per-node batch, per-worker batch): what decides a run's speed."""
+    return (*_layout(params), params.get("per_node_batch"), params.get("per_worker_batch"))
+
+
+def uncontended(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs nothing else slowed down: within :data:`UNCONTENDED` of the fastest images/s of
+    their (layout, batch) cell. Other load on a machine only ever slows a run, and a run's speed
+    does not depend on its LR schedule, so the fastest runs of a cell are the ones that had the
+    machine to themselves (the load average cannot tell: a 2-rank job alone keeps it near 3.5,
+    a 1-rank job under other load reaches 5)."""
+    fastest: dict[tuple[Any, ...], float] = defaultdict(float)
+    for r in records:
+        rate = float(r.get("images_per_sec") or 0.0)
+        fastest[cell_key(r["params"])] = max(fastest[cell_key(r["params"])], rate)
+    return [r for r in records
+            if float(r.get("images_per_sec") or 0.0) >= UNCONTENDED * fastest[cell_key(r["params"])]]
 
 
 def _layout(params: dict[str, Any]) -> tuple[Any, ...]:
@@ -93,7 +105,8 @@ class TableModel:
         self.by_conv: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
         self.by_digest: dict[str, list[dict[str, Any]]] = defaultdict(list)
         cells: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)
-        calm: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)  # quiet runs only
+        calm: dict[tuple[Any, ...], list[list[float]]] = defaultdict(list)  # uncontended only
+        alone = {id(r) for r in uncontended(self.records)}
         starts: dict[tuple[Any, ...], list[float]] = defaultdict(list)
         for r in self.records:
             if r["phase"] in CONVERGENCE_PHASES:
@@ -102,7 +115,7 @@ class TableModel:
                 else:
                     self.by_conv[self.conv_key(r["params"])].append(r)
             cells[self.cell(r["params"])].append([c[1] for c in r["curve"]])
-            if quiet(r):
+            if id(r) in alone:
                 calm[self.cell(r["params"])].append([c[1] for c in r["curve"]])
             if r.get("startup_s") is not None:
                 starts[_layout(r["params"])].append(float(r["startup_s"]))
@@ -119,7 +132,7 @@ class TableModel:
 
     def cell(self, params: dict[str, Any]) -> tuple[Any, ...]:
         """(layout values..., per-node batch): what decides the time axis."""
-        return (*_layout(params), params.get("per_node_batch"), params.get("per_worker_batch"))
+        return cell_key(params)
 
     # -- time ---------------------------------------------------------------------------------
     def times(self, params: dict[str, Any]) -> list[float] | None:

@@ -31,7 +31,7 @@ within 10 % of it.
 Figures are simulated from real runs of a synthetic stand-in for BBBC021, on the table's machine
 class; they hold for that workload. Writes ``WORKDIR/replay/best_so_far.html`` and ``.png``.
 Resumable: each finished replay is kept under ``WORKDIR/replay/done/<key>/`` (the key covers the
-table, the target, the budget and this module's code), and a rerun reuses them.
+table, the target, the budget and the project's code), and a rerun reuses them.
 """
 
 from __future__ import annotations
@@ -248,8 +248,10 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
 
 def _key(table: Path, target: float, budget_s: float) -> str:
     """What a finished replay depends on besides its strategy and seed: the table's content,
-    the target, the budget and this module's code."""
-    text = table.read_bytes() + Path(__file__).read_bytes() + f"{target}:{budget_s}".encode()
+    the target, the budget and the project's code (the samplers and pruners it replays)."""
+    code = sorted(Path(__file__).resolve().parents[1].glob("*/*.py"))  # bench/, explorer/, ...
+    text = b"".join([table.read_bytes(), *(p.read_bytes() for p in code),
+                     f"{target}:{budget_s}".encode()])
     return hashlib.sha256(text).hexdigest()[:16]
 
 

@@ -13,13 +13,19 @@ every finished trial's parameters (``IntersectionSearchSpace``), so one trial wi
 a ``fixed`` user attribute). The pruner still sees every trial: a baseline's learning curve is a
 fair rung to compare against.
 
-TPE is not shown infeasible samples at all. Optuna's TPE fills its "good" group (the best
-``γ(n)`` trials) first with complete, then pruned, then infeasible trials, least violation first.
-An infeasible sample is known before anything runs, so a study on a large pool asks many while its
-first trials still run; they then pad the good group, and TPE steers into the infeasible point
-that violates least (a 128-node rehearsal of the seed-scale space on hosts without bf16 asked bf16
-fifty times in a row and stopped). Unshown, they are sampled at the prior's rate and never
-attract; the driver records each with its reason and asks again.
+TPE sees infeasible samples (PRUNED, with their positive constraint values, which its split ranks
+after every feasible trial) only once the study's completed samples fill its "good" group (its
+best ``γ(n)`` trials) by themselves; before that it does not see them at all. Both halves are
+needed:
+
+* Optuna's TPE fills its good group first with complete, then pruned, then infeasible trials
+  (least violation first). An infeasible sample is known before anything runs, so a study on a
+  large pool asks many while its first trials still run; shown, they pad the good group and TPE
+  steers into the infeasible point that violates least (a 128-node rehearsal of the seed-scale
+  space on hosts without bf16 asked bf16 fifty times in a row and stopped);
+* never shown, they never teach TPE where the infeasible region is: once it has converged next
+  to it (1 × 2 and 2 × 1 are the bench space's best layouts, 2 × 2 does not fit), it proposed
+  2 × 2 fifty times in a row in most replays (``bench.replay``).
 
 ``GPSampler`` needs two more things to work on this toolkit's studies (``SampledOnly(gp,
 for_gp=True)``):
@@ -61,6 +67,25 @@ def _infeasible(t: FrozenTrial) -> bool:
     return t.state == TrialState.PRUNED and t.user_attrs.get("state") == Outcome.INFEASIBLE.value
 
 
+def _tpe_gamma(n: int) -> int:
+    """How many trials TPE's "good" group holds (``TPESampler``'s default gamma)."""
+    return min(math.ceil(0.1 * n), 25)
+
+
+def _for_tpe(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials as TPE sees them: infeasible samples (PRUNED, with their positive constraint
+    values, which TPE ranks after every feasible trial) only once the study's completed samples
+    fill TPE's good group on their own; until then, none (see the module doc)."""
+    if not any(_infeasible(t) for t in trials):
+        return trials
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED,
+                                                TrialState.RUNNING)]
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    if complete >= _tpe_gamma(len(counted)):
+        return trials
+    return [t for t in trials if not _infeasible(t)]
+
+
 def _for_gp(t: FrozenTrial, maximize: bool) -> FrozenTrial:
     """A trial as the GP sees it: log1p values; an infeasible sample COMPLETE at the worst."""
     if t.state == TrialState.COMPLETE and t.values is not None:
@@ -91,8 +116,8 @@ class _StudyView:
         if self._for_gp:
             maximize = self._study.direction == optuna.study.StudyDirection.MAXIMIZE
             trials = [_for_gp(t, maximize) for t in trials]
-        else:  # TPE: infeasible samples would pad its "good" group (see the module doc)
-            trials = [t for t in trials if not _infeasible(t)]
+        else:  # TPE: infeasible samples once they cannot be among its best
+            trials = _for_tpe(trials)
         return [t for t in trials if states is None or t.state in states]
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 
+from explorer import sampler_view
 from explorer.record import Outcome, enqueue, set_attrs
 from explorer.sampler_view import SampledOnly
 from explorer.study import make_sampler
@@ -91,3 +94,30 @@ def test_tpe_is_not_steered_into_infeasible_samples_while_its_first_trials_run()
         >= prior + 6
     # unshown, they leave TPE at its start-up (random) sampling until a trial finishes
     assert _tpe_while_trials_run(make_sampler("tpe", 0)) == prior
+
+
+def _tpe_next_to_an_infeasible_corner(sampler: optuna.samplers.BaseSampler) -> int:
+    """The bench space's situation: the best layouts (1 × 2, 2 × 1) border one that does not
+    fit (2 × 2); trials finish as they are told. How many of asks 30–59 were infeasible."""
+    study = optuna.create_study(sampler=sampler)
+    infeasible = 0
+    for n in range(60):
+        trial = study.ask()
+        ranks = trial.suggest_categorical("ranks", [1, 2])
+        threads = trial.suggest_categorical("threads", [1, 2])
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        trial.set_constraint("cores", float(ranks * threads - 2))
+        if ranks * threads > 2:
+            set_attrs(trial, state=Outcome.INFEASIBLE, reason="4 > 2 cores")
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            infeasible += n >= 30
+        else:
+            study.tell(trial, 100.0 / (ranks * threads) + 1000.0 * abs(math.log(lr / 0.02)))
+    return infeasible
+
+
+def test_tpe_learns_an_infeasible_corner_once_its_good_group_is_full(monkeypatch):
+    assert _tpe_next_to_an_infeasible_corner(make_sampler("tpe", 0)) <= 8
+    # never shown them, it converges next to the corner and proposes it again and again
+    monkeypatch.setattr(sampler_view, "_tpe_gamma", lambda n: 10**9)
+    assert _tpe_next_to_an_infeasible_corner(make_sampler("tpe", 0)) >= 20

@@ -75,7 +75,9 @@ CLOCK_EVERY_S = 5.0  # the live line's study clock is refreshed this often
 
 POLL_S = 0.5
 STORAGE_RETRY_S = 5.0  # a storage that does not answer is tried again this often ...
-STORAGE_PATIENCE_S = 600.0  # ... for this long; then the driver stops its trials
+# ... for this long; then the driver stops its trials (under the 300 s after which other drivers
+# take a trial without heartbeat for stale)
+STORAGE_PATIENCE_S = 240.0
 
 # (base config, settings, log) -> training images: builds the shard cache (a child process)
 Prepare = Callable[[dict[str, Any], StudySettings, Callable[[str], None]], int]
@@ -120,6 +122,7 @@ class _Active:
     last_step: int = 0  # the last one's step
     outcome: TrialOutcome | None = None  # once it has ended, until it is recorded
     unreported: list[dict[str, Any]] = field(default_factory=list)  # epochs not yet reported
+    reported: set[int] = field(default_factory=set)  # (ids of) those told to the pruner
 
 
 class _Step(enum.Enum):
@@ -270,7 +273,7 @@ class StudyDriver:
                 if outcome is None:
                     continue
                 if outcome.state is Outcome.FAILED and len(self.s.hosts) > 1:
-                    outcome = self._check_hosts(study, pool, a, outcome)
+                    outcome = self._check_hosts(pool, a, outcome)
                 if (a.asked.trial.user_attrs.get("stage") == 1
                         and outcome.state is Outcome.COMPLETED):
                     outcome = dataclasses.replace(
@@ -278,6 +281,8 @@ class StudyDriver:
                             f"layout measurement: {outcome.images_per_sec or 0.0:.1f} "
                             "images/s (steady state)"))
                 a.outcome = outcome
+            if pool.quarantined and study.user_attrs.get(QUARANTINE_ATTR) != pool.quarantined:
+                study.set_user_attr(QUARANTINE_ATTR, dict(pool.quarantined))
             rec.finish(study, a.asked.trial, a.asked.run, a.outcome, a.job)
             active.remove(a)
             pool.release(a.hosts)
@@ -320,7 +325,13 @@ class StudyDriver:
                     pool.release(hosts)
                     raise
                 return _Step.AGAIN
-            if not active and nxt in (Next.TIMEOUT, Next.BUDGET):
+            need = int(loop.waiting.plan.derived["nodes"])
+            if need > pool.usable:  # quarantine left too few hosts: it would wait forever
+                rec.failed_to_start(study, loop.waiting.trial, loop.waiting.run,
+                                    f"needs {need} node(s); {pool.usable} of the pool's "
+                                    f"{pool.size} are left after quarantine")
+                loop.waiting = None
+            elif not active and nxt in (Next.TIMEOUT, Next.BUDGET):
                 # it waited for nodes that never came (e.g. drained): it never ran
                 rec.failed_to_start(study, loop.waiting.trial, loop.waiting.run, "no free node "
                                     f"before the study ended ({self._why_stopped(nxt)})")
@@ -363,10 +374,13 @@ class StudyDriver:
         for a in loop.active:
             a.job.cancel()
             loop.pool.release(a.hosts)
-        pending = [(a.asked.trial, a.asked.run) for a in loop.active]
+        pending = [(a.asked.trial, a.asked.run) for a in loop.active if a.outcome is None]
         if loop.waiting is not None:
             pending.append((loop.waiting.trial, loop.waiting.run))
         try:
+            for a in loop.active:
+                if a.outcome is not None:  # it ended before the stop: its own result
+                    rec.finish(study, a.asked.trial, a.asked.run, a.outcome, a.job)
             for trial, run in pending:
                 rec.interrupted(study, trial, run)
             rec.end(finished=False)
@@ -422,15 +436,15 @@ class StudyDriver:
             study.set_user_attr("excluded_hosts", dict(pool.excluded))
         return NODE_CHECK_S if changed is not None else NODE_RETRY_S
 
-    def _check_hosts(self, study: optuna.Study, pool: HostPool, a: _Active,
+    def _check_hosts(self, pool: HostPool, a: _Active,
                      outcome: TrialOutcome) -> TrialOutcome:
         """After a trial failed on a pool: quarantine the hosts of its slice that no longer run
-        a process (a lost node, a cut network), and name them in its reason."""
+        a process (a lost node, a cut network), and name them in its reason (the study keeps
+        the quarantine: written before the trial is recorded)."""
         lost = unreachable([h.name for h in a.hosts], self.launcher, self.s.mca)
         if not lost:
             return outcome
         pool.quarantine(lost)
-        study.set_user_attr(QUARANTINE_ATTR, dict(pool.quarantined))
         for host, why in lost.items():
             self.log(f"host {host} quarantined for the rest of the study: {why}")
         named = "; ".join(f"host {h} unreachable ({why})" for h, why in lost.items())
@@ -473,20 +487,21 @@ class StudyDriver:
                 hosts: list[HostInfo]) -> _Active:
         trial, run = asked.trial, asked.run
         plan = place(asked.plan, hosts)
-        if len(self.s.hosts) > 1:  # the slice it got: config and params tell where it ran
-            set_attrs(trial, config=plan.config, derived=plan.derived)
         workdir = self.s.workdir / f"trial-{trial.number:04d}"
         assert plan.resources is not None
         resources = dataclasses.replace(plan.resources, timeout_s=self.s.trial_timeout_s,
                                         mca={**plan.resources.mca, **self.s.mca})
         job: JobHandle | None = None
         try:
+            if len(self.s.hosts) > 1:  # the slice it got: config and params tell where it ran
+                set_attrs(trial, config=plan.config, derived=plan.derived)
             workdir.mkdir(parents=True, exist_ok=True)
             config_path = workdir / "config.yaml"
             config_path.write_text(yaml.safe_dump(plan.config, sort_keys=False))
             job = self.launcher.launch(config_path.resolve(), resources, workdir=workdir)
             set_attrs(trial, job={"pid": job.pid, "workdir": str(job.log_path.parent),
                                   "host": socket.gethostname()}, argv=job.argv)
+            done = counted(study)
         except OSError as exc:  # an unwritable or full workdir: this trial fails, loudly
             rec.finish(study, trial, run, TrialOutcome(
                 Outcome.FAILED, f"cannot start the trial in {workdir}: {exc.strerror or exc}"),
@@ -505,13 +520,13 @@ class StudyDriver:
                 rec.interrupted(study, trial, run)
             raise
         assert job.events_path is not None
-        self.progress.update(counted(study), trial.number, None, None,
+        self.progress.update(done, trial.number, None, None,
                              f"{plan.derived['world_size']} ranks × "
                              f"{plan.config['intra_op_threads']} threads, batch "
                              f"{plan.derived['global_batch']}"
                              + (f" on {plan.derived['hosts']}" if len(self.s.hosts) > 1 else ""))
         return _Active(_Asked(trial, plan, run), job, hosts, EventTail(job.events_path),
-                       last_event=self.clock.now(), done=counted(study))
+                       last_event=self.clock.now(), done=done)
 
     def _follow(self, a: _Active) -> TrialOutcome | None:
         """Follow one running trial: log epochs, report, prune, detect a stall; its outcome once
@@ -527,18 +542,22 @@ class StudyDriver:
             event = a.unreported[0]
             acc = event.get("val_accuracy")
             if acc is not None and not self.s.multi_objective:  # Optuna prunes one objective
-                if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":
-                    step = a.reports + 1
-                else:  # whole training seconds on the TTA clock, strictly increasing
-                    step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
-                trial.report(intermediate_value(float(acc)), step)
-                a.reports, a.last_step = a.reports + 1, step
+                if id(event) not in a.reported:
+                    if PRUNE_RESOURCE.get(self.s.pruner) == "evaluations":
+                        step = a.reports + 1
+                    else:  # whole training seconds on the TTA clock, strictly increasing
+                        step = max(a.last_step + 1, int(float(event.get("elapsed_s") or 0.0)))
+                    trial.report(intermediate_value(float(acc)), step)
+                    a.reports, a.last_step = a.reports + 1, step
+                    a.reported.add(id(event))
                 # a job at the target or at its last evaluation ends by itself: never prune it
                 last = float(event.get("epoch") or 0.0) >= self.max_epochs - 1e-6
                 if (not finished and float(acc) < self.target and not last
                         and trial.should_prune()):
                     a.asked.run.log_epoch(event)
                     a.job.cancel()
+                    later = {id(e) for e in a.unreported[1:]}  # after the prune: not its result
+                    a.events = [e for e in a.events if id(e) not in later]
                     a.events += a.tail.poll()
                     return self._outcome(a, pruned=True)
             a.unreported.pop(0)

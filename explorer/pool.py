@@ -59,6 +59,11 @@ class HostPool:
         return len(self.hosts)
 
     @property
+    def usable(self) -> int:
+        """Hosts a trial may still get in this study (not quarantined)."""
+        return sum(h.name not in self.quarantined for h in self.hosts)
+
+    @property
     def free(self) -> list[HostInfo]:
         return [h for h in self.hosts if h.name not in self._busy
                 and h.name not in self.excluded and h.name not in self.quarantined]

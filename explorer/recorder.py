@@ -35,6 +35,13 @@ def run_name(number: int, plan: TrialPlan) -> str:
             f"{layout.get('threads_per_rank', 1)} bs={plan.derived.get('global_batch')} lr={lr}")
 
 
+def _told(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether ``trial`` is finished in the storage already (e.g. told by a pass that the storage
+    interrupted after the tell, or marked stale by another driver): then it takes no more
+    writes (Optuna refuses them)."""
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
 class Recorder:
     """Writes every trial of one study: Optuna first (the record of truth), MLflow beside it."""
 
@@ -92,6 +99,8 @@ class Recorder:
     def finish(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
                outcome: TrialOutcome, job: JobHandle | None) -> None:
         """Tell Optuna and end the MLflow run with the outcome's figures and artifacts."""
+        if _told(study, trial):
+            return  # told already: a pass the storage interrupted after the tell, run again
         final = outcome.final_metrics()
         run.log_metrics(final)
         run.set_tags({"reason": outcome.reason})
@@ -105,8 +114,6 @@ class Recorder:
             if job.events_path is not None:
                 run.log_files([job.events_path])
         run.end(outcome.state)
-        if study._storage.get_trial(trial._trial_id).state.is_finished():
-            return  # told already: a pass the storage interrupted after the tell, run again
         if outcome.state is Outcome.COMPLETED:
             study.tell(trial, objective_values(outcome, objective=self.s.objective,
                                                multi_objective=self.s.multi_objective))
@@ -122,6 +129,8 @@ class Recorder:
     def failed_to_start(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder,
                         reason: str) -> None:
         """A trial whose job could not be started (a launcher error, no free node): FAILED."""
+        if _told(study, trial):
+            return
         run.set_tags({"reason": reason})
         set_attrs(trial, state=Outcome.FAILED, reason=reason)
         run.end(Outcome.FAILED)
@@ -129,6 +138,8 @@ class Recorder:
 
     def interrupted(self, study: optuna.Study, trial: optuna.Trial, run: RunRecorder) -> None:
         """The driver was stopped while the trial ran (or waited for nodes)."""
+        if _told(study, trial):
+            return
         run.set_tags({"reason": "interrupted"})
         run.end(Outcome.FAILED)
         set_attrs(trial, reason="interrupted: the driver was stopped")

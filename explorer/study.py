@@ -215,7 +215,8 @@ def storage_outage(exc: BaseException) -> bool:
     """Whether ``exc`` is the storage not answering (a database restart, a dropped or refused
     connection, a locked SQLite file), as opposed to a bug or bad data."""
     cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
-    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+                              sqlalchemy.exc.PendingRollbackError))
 
 
 def counted(study: optuna.Study) -> int:

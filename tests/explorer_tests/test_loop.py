@@ -46,9 +46,10 @@ _names: Iterator[int] = itertools.count()
 def _driver(tmp_path: Path, tracking: str, launcher: FakeLauncher, clock: ManualClock, *,
             hosts: list[HostInfo] | None = None, ranks: tuple[int, ...] = (1,),
             base: dict[str, Any] | None = None, node_probe: Any = None, log: Any = None,
-            **settings: Any) -> StudyDriver:
+            nodes: tuple[int, int] | None = None, **settings: Any) -> StudyDriver:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base)
+    space = write_space(tmp_path / "space.yaml", epochs=4, ranks=ranks, batches=(8,), base=base,
+                        nodes=nodes)
     s = StudySettings(space=space, data_root=tmp_path,
                       storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=tracking,
                       workdir=tmp_path / "runs", hosts=hosts or [HostInfo("localhost", 2)],
@@ -527,6 +528,21 @@ def test_a_storage_gone_for_good_stops_the_trials_in_one_line(tmp_path, tracking
     launcher = FakeLauncher(clock, [Script([(2.0, {"event": "start"})], hang=True)])
     driver = _driver(tmp_path, tracking, launcher, clock, trials=1, stall_timeout_s=None)
     _storage_down(monkeypatch, clock, (20.0, 1e9))
-    with pytest.raises(LaunchError, match="has not answered for 10m"):
+    with pytest.raises(LaunchError, match="has not answered for 4m"):
         driver.run()
     assert launcher.launched[0][1].state is JobState.CANCELLED
+
+
+def test_a_trial_needing_more_hosts_than_quarantine_left_fails_instead_of_waiting(tmp_path,
+                                                                                  tracking):
+    clock = ManualClock(0.0)
+    pool = [HostInfo("h1", 2), HostInfo("h2", 2)]
+    cut = Script([(1.0, {"event": "start"})], exit_after_s=30.0, returncode=1)
+    launcher = FakeLauncher(clock, [cut], dead_hosts={"h2"})
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=2, hosts=pool, nodes=(2, 2))
+    study = driver.run()  # (before the fix it waited for a second host forever)
+    r = _by_number(study)
+    assert r[0].state is Outcome.FAILED and r[0].reason.startswith("host h2 unreachable")
+    assert r[1].state is Outcome.FAILED
+    assert r[1].reason == "needs 2 node(s); 1 of the pool's 2 are left after quarantine"
+    assert len(launcher.launched) == 1

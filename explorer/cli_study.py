@@ -97,6 +97,9 @@ def quiet_libraries() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow logs a whole traceback for a database it cannot reach, then raises: the tracker
+    # reports that in one line (explorer.tracking)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def _launch(args: argparse.Namespace) -> int:

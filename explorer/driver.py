@@ -145,6 +145,7 @@ class _LoopState:
     active: list[_Active] = field(default_factory=list)
     waiting: _Asked | None = None  # asked and planned, waiting for free nodes
     infeasible_run: int = 0
+    checked: float = -math.inf  # when the node probe last ran
 
 
 class StudyDriver:
@@ -297,6 +298,7 @@ class StudyDriver:
             loop.shown = now
         if self.node_probe is not None and now >= loop.next_check:
             loop.next_check = now + self._check_nodes(study, pool)
+            loop.checked = now
         room = loop.waiting is None and len(active) < loop.concurrency
         # (deciding reads every trial: only when a trial could start or none runs)
         nxt = (self._next(study, len(active) + (loop.waiting is not None))
@@ -316,7 +318,13 @@ class StudyDriver:
             loop.waiting = asked
         # place + launch
         if loop.waiting is not None:
-            hosts = pool.acquire(int(loop.waiting.plan.derived["nodes"]))
+            need = int(loop.waiting.plan.derived["nodes"])
+            if (self.node_probe is not None and len(pool.free) >= need
+                    and self.clock.now() - loop.checked > 1.0):
+                # about to place a trial: node states as of now, not as of the last check
+                loop.next_check = self.clock.now() + self._check_nodes(study, pool)
+                loop.checked = self.clock.now()
+            hosts = pool.acquire(need)
             if hosts is not None:
                 asked, loop.waiting = loop.waiting, None  # _launch records it whatever happens
                 try:
@@ -325,7 +333,6 @@ class StudyDriver:
                     pool.release(hosts)
                     raise
                 return _Step.AGAIN
-            need = int(loop.waiting.plan.derived["nodes"])
             if need > pool.usable:  # quarantine left too few hosts: it would wait forever
                 rec.failed_to_start(study, loop.waiting.trial, loop.waiting.run,
                                     f"needs {need} node(s); {pool.usable} of the pool's "

@@ -81,6 +81,7 @@ def _study_in_allocation(cluster: SlurmCluster, synth_tree: Path, tmp_path: Path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     study = optuna.load_study(study_name="s", storage=storage)
     # each node's hardware was read on the node (srun, or mpirun through SLURM) and cached
+    assert "host_hardware" in study.user_attrs, done.stdout[-3000:] + done.stderr[-2000:]
     assert set(study.user_attrs["host_hardware"]) == set(cluster.nodes)
     trials = [t for t in study.trials if t.state.is_finished()]
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials), [

@@ -147,7 +147,7 @@ def _noise(config: dict[str, Any]) -> float:
 
 
 class SimLauncher(Launcher):
-    """Launches :class:`SimJob` s from ``model`` on ``clock`` (``n_train``/``n_val`` images)."""
+    """Launches :class:`ScriptedJob` s from ``model`` on ``clock`` (``n_train``/``n_val`` images)."""
 
     def __init__(self, model: TrialModel, clock: EventClock, *, n_train: int, n_val: int,
                  num_classes: int) -> None:

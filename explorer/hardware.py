@@ -30,18 +30,33 @@ PROBE = [sys.executable, "-m", "mcnn_base.cpu"]
 
 
 def read_hosts(hosts: Sequence[str], launcher: Launcher, mca: Mapping[str, str], *,
-               timeout_s: float = 120.0) -> dict[str, dict[str, Any]] | str:
-    """Read the hardware of ``hosts`` through ``launcher``: host -> record, or why not."""
+               timeout_s: float = 120.0, attempts: int = 2) -> dict[str, dict[str, Any]] | str:
+    """Read the hardware of ``hosts`` through ``launcher``: host -> record, or why not.
+
+    A probe that exits 0 yet prints no record is tried again (``attempts`` in all): under load,
+    ``mpirun`` inside a SLURM allocation has been seen to do that once in a few runs.
+    """
     argv = launcher.probe_argv(PROBE, hosts, mca)
     if argv is None:
         return "the launcher cannot run a command on the hosts (batch jobs would queue)"
+    for attempt in range(1, max(1, attempts) + 1):
+        read, silent = _probe(argv, hosts, timeout_s)
+        if not (silent and attempt < attempts):
+            break
+    return read
+
+
+def _probe(argv: list[str], hosts: Sequence[str],
+           timeout_s: float) -> tuple[dict[str, dict[str, Any]] | str, bool]:
+    """Run one probe: (host -> record, or why nothing was read; whether it exited 0 yet
+    printed no record)."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,  # noqa: S603 - argv list
                               check=False, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        return f"{argv[0]} did not finish within {timeout_s:g} s"
+        return f"{argv[0]} did not finish within {timeout_s:g} s", False
     except OSError as exc:
-        return f"{argv[0]} could not run: {exc.strerror or exc}"
+        return f"{argv[0]} could not run: {exc.strerror or exc}", False
     found: dict[str, dict[str, Any]] = {}
     for line in done.stdout.splitlines():
         try:
@@ -56,9 +71,13 @@ def read_hosts(hosts: Sequence[str], launcher: Launcher, mca: Mapping[str, str],
         if name is not None:
             found[str(name)] = {"isa": record.get("isa"), "memory_gib": record.get("memory_gib")}
     if not found:
+        if done.returncode == 0:
+            head = done.stdout.strip().splitlines()[:1] or ["nothing"]
+            return (f"{argv[0]} printed no hardware record for them "
+                    f"(stdout: {head[0][:200]!r})"), True
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return f"{argv[0]} exited with {done.returncode}: {tail[0][:200]}"
-    return found
+        return f"{argv[0]} exited with {done.returncode}: {tail[0][:200]}", False
+    return found, False
 
 
 def with_hardware(study: optuna.Study, hosts: list[HostInfo], launcher: Launcher,

@@ -73,3 +73,27 @@ def test_hosts_that_cannot_be_read_stay_unknown_and_say_why():
     out = with_hardware(study, hosts, EchoLauncher([], exit_code=1), {}, said.append)
     assert out[0].isa is None and "exited with 1: orted: lost contact" in said[-1]
     assert HARDWARE_ATTR not in study.user_attrs
+
+
+class SilentOnceLauncher(EchoLauncher):
+    """Its probe exits 0 and prints nothing on its first run (as ``mpirun`` under load inside
+    an allocation did), then prints the records."""
+
+    def __init__(self, records: list[Any], marker: Path) -> None:
+        super().__init__(records)
+        self.marker = marker
+
+    def probe_argv(self, command: list[str], hosts: Sequence[str],
+                   mca: Mapping[str, str]) -> list[str] | None:
+        echo = super().probe_argv(command, hosts, mca)
+        assert echo is not None
+        return [sys.executable, "-c", f"import pathlib, sys; m = pathlib.Path({str(self.marker)!r})\n"
+                "if not m.exists(): m.touch(); sys.exit(0)\n" + echo[2]]
+
+
+def test_a_probe_that_printed_nothing_is_tried_once_more(tmp_path):
+    records = [{"rank": 0, "isa": ["avx512f"], "memory_gib": 8.0}]
+    assert read_hosts(["a"], SilentOnceLauncher(records, tmp_path / "m1"), {}) == {
+        "a": {"isa": ["avx512f"], "memory_gib": 8.0}}
+    once = read_hosts(["a"], SilentOnceLauncher(records, tmp_path / "m2"), {}, attempts=1)
+    assert isinstance(once, str) and "printed no hardware record for them" in once

@@ -10,7 +10,11 @@ smallest sample a space can draw with :func:`smallest_verdicts` (its reasons say
 * ``updates_per_epoch``: minimum − ⌊train images / global batch⌋;
 * ``global_batch``: per-worker batch × world size − cap;
 * ``per_node_batch`` (only in spaces that sample it): the remainder of per-node batch ÷ ranks
-  per node.
+  per node;
+* ``bf16_hardware`` (spaces that sample or set bf16): hosts without bf16 hardware;
+* ``memory`` (once a memory calibration exists): ranks per node × predicted peak per rank −
+  usable memory of the trial's smallest known host, in MiB
+  (:mod:`explorer.mcnn.memory`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from explorer.mcnn.memory import MemoryEstimate
     from search_spaces.space import Constraints
 
-__all__ = ["Verdict", "check_bf16", "check_cores", "check_global_batch", "check_hosts",
-           "check_node_batch", "check_updates_per_epoch", "smallest_verdicts", "trial_verdicts"]
+__all__ = ["USABLE_MEMORY", "Verdict", "check_bf16", "check_cores", "check_global_batch",
+           "check_hosts", "check_memory", "check_node_batch", "check_updates_per_epoch",
+           "smallest_verdicts", "trial_verdicts"]
+
+USABLE_MEMORY = 0.9  # share of a node's memory its ranks may use (the OS and page cache keep 10 %)
 
 
 class Verdict(NamedTuple):
@@ -93,13 +101,35 @@ def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: b
                     "slower than float32; pass --allow-emulated-bf16 to try it anyway")
 
 
+def check_memory(ranks: int, per_rank: MemoryEstimate, host: str | None,
+                 memory_gib: float | None, what: str) -> Verdict:
+    """The ranks of a node must fit its memory: ranks × predicted peak per rank ≤ 90 % of it.
+
+    ``host``/``memory_gib``: the trial's host with the least memory (None when no host's memory
+    is known: nothing is refused). ``what``: the trial's batch, size and precision, for the
+    reason.
+    """
+    if host is None or memory_gib is None:
+        return Verdict(0.0, "")
+    need = ranks * per_rank.peak_bytes / 1024**2
+    usable = USABLE_MEMORY * memory_gib * 1024
+    if need <= usable:
+        return Verdict(need - usable, "")
+    return Verdict(need - usable,
+                   f"memory: {ranks} rank(s) × {per_rank.peak_gib:.1f} GiB predicted peak per rank "
+                   f"({what}; {per_rank.breakdown()}) = {need / 1024:.1f} GiB > "
+                   f"{usable / 1024:.1f} GiB usable ({USABLE_MEMORY:.0%} of {memory_gib:.1f} GiB) "
+                   f"on {host}")
+
+
 def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,
                    cores_per_node: int, available_hosts: int, n_train: int,
                    limits: Constraints, per_node_batch: int | None = None,
-                   bf16: Verdict | None = None) -> dict[str, Verdict]:
+                   bf16: Verdict | None = None, memory: Verdict | None = None
+                   ) -> dict[str, Verdict]:
     """Every rule for one sampled trial, by constraint name (Optuna's constraint order); the
-    per-node rule only when the space samples ``per_node_batch``, the bf16 rule only when
-    ``bf16`` is given (every trial of a study has the same constraints)."""
+    per-node rule only when the space samples ``per_node_batch``, the bf16 and memory rules only
+    when given (every trial of a study has the same constraints)."""
     world = nodes * ranks
     verdicts = {
         "cores": check_cores(ranks, threads, cores_per_node),
@@ -112,6 +142,8 @@ def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: in
         verdicts["per_node_batch"] = check_node_batch(per_node_batch, ranks)
     if bf16 is not None:
         verdicts["bf16_hardware"] = bf16
+    if memory is not None:
+        verdicts["memory"] = memory
     return verdicts
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from explorer.mcnn.config import config_from_dict
+from explorer.mcnn.memory import MemoryCalibration, default_calibration, predict_peak
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.base import Resources
 from search_spaces.dimensions import render_schedule, resolve, sampled_config
-from search_spaces.feasibility import check_bf16, trial_verdicts
+from search_spaces.feasibility import Verdict, check_bf16, check_memory, trial_verdicts
 
 if TYPE_CHECKING:
-    from explorer.mcnn.config import LayoutConfig
+    from explorer.mcnn.config import LayoutConfig, TrainConfig
     from launchers.hosts import HostInfo
     from search_spaces.space import Dimension, SearchSpace
 
@@ -95,7 +96,8 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n_train: int,
                hosts: Sequence[HostInfo], overrides: dict[str, Any] | None = None,
-               allow_emulated_bf16: bool = False) -> TrialPlan:
+               allow_emulated_bf16: bool = False,
+               memory: MemoryCalibration | None = None) -> TrialPlan:
     """Turn sampled ``params`` into a validated config, resources and constraint values.
 
     Args:
@@ -107,6 +109,8 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
         overrides: config values that win over both ``base`` and samples (e.g. the target).
         allow_emulated_bf16: let ``mixed_bfloat16`` run on hosts whose CPU has no bf16
             hardware (otherwise such a trial is infeasible).
+        memory: the memory model's calibration (default: the one ``bench.memory`` measured,
+            if any); with it, a trial whose ranks do not fit a host's memory is infeasible.
 
     Raises:
         ConfigError: the merged config is invalid (a bad ``base`` in the space file).
@@ -134,11 +138,15 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
                        allow_emulated=allow_emulated_bf16)
             if "precision" in space.dimensions or validated.precision == "mixed_bfloat16"
             else None)
+    calibration = memory or default_calibration()
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,
                               cores_per_node=min(h.cores for h in chosen),
                               available_hosts=len(hosts), n_train=n_train,
-                              limits=space.constraints, per_node_batch=per_node, bf16=bf16)
+                              limits=space.constraints, per_node_batch=per_node, bf16=bf16,
+                              memory=(_memory_verdict(validated, chosen, nodes * ranks, n_train,
+                                                      calibration)
+                                      if calibration is not None else None))
     constraints = {name: v.value for name, v in verdicts.items()}
     reasons = [v.reason for v in verdicts.values() if not v.feasible]
     world = nodes * ranks
@@ -157,6 +165,25 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     resources = resources_of(layout) if verdicts["hosts"].feasible else None
     return TrialPlan(params=p, config=validated.to_dict(), resources=resources, derived=derived,
                      constraints=constraints, reasons=reasons)
+
+
+def _memory_verdict(cfg: TrainConfig, chosen: Sequence[HostInfo], world: int, n_train: int,
+                    calibration: MemoryCalibration) -> Verdict:
+    """The memory rule on the trial's host with the least known memory. The validation images
+    are estimated from the split's ``val_fraction`` (the planner knows only the training ones);
+    they matter only for small splits, which the pipeline caches in memory."""
+    known = [h for h in chosen if h.memory_gib is not None]
+    host = min(known, key=lambda h: h.memory_gib or 0.0) if known else None
+    data = cfg.data
+    n_val = round(n_train * data.split.val_fraction / (1.0 - data.split.val_fraction))
+    assert cfg.layout is not None
+    estimate = predict_peak(image_size=data.image_size, input_size=data.model_input_size,
+                            per_rank_batch=cfg.per_worker_batch, precision=cfg.precision,
+                            n_train=n_train, n_val=n_val, world=world, calibration=calibration)
+    h, w = data.model_input_size
+    what = f"batch {cfg.per_worker_batch} at {h}×{w}, {cfg.precision}"
+    return check_memory(cfg.layout.ranks_per_node, estimate, host.name if host else None,
+                        host.memory_gib if host else None, what)
 
 
 def resources_of(layout: LayoutConfig) -> Resources:

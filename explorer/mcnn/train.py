@@ -39,6 +39,7 @@ import numpy as np
 from explorer.mcnn.comm import make_comm
 from explorer.mcnn.config import load_config
 from explorer.mcnn.events import EventWriter
+from explorer.mcnn.memory import eval_batch, peak_rss_mib
 from explorer.mcnn.model import build_mcnn
 from explorer.mcnn.pipeline import train_dataset, val_dataset
 from explorer.mcnn.schedule import learning_rate, parse_piecewise
@@ -165,7 +166,8 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
     train_iter = _checked(train_dataset(shards, rank=rank, size=size, batch=cfg.per_worker_batch,
                                         seed=cfg.seed, augment=cfg.data.augment,
                                         normalize=cfg.data.normalize), shards)
-    val_ds = val_dataset(shards, rank=rank, size=size, batch=max(cfg.per_worker_batch, 32),
+    val_ds = val_dataset(shards, rank=rank, size=size, batch=eval_batch(cfg.per_worker_batch,
+                                                            cfg.data.model_input_size),
                          augment=cfg.data.augment, normalize=cfg.data.normalize)
     launch = float(os.environ.get("MCNN_LAUNCH_TIME", PROCESS_START))
     hosts = comm.hostname_list()
@@ -223,6 +225,7 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
                     train_loss=float(np.mean(losses)), val_accuracy=val_acc,
                     images_per_sec=len(losses) * global_batch / max(train_s, 1e-9),
                     lr=lr, elapsed_s=elapsed, eval_s=eval_s, train_s=train_s,
+                    peak_rss_mib=peak_rss_mib(),
                     **({"first_step_s": first_step_s} if n_eval == 1 else {}))
         if cfg.target_accuracy is not None and val_acc is not None \
                 and val_acc >= cfg.target_accuracy:
@@ -234,9 +237,11 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
             break
     prints = comm.allgather(_weight_fingerprint(model.trainable_variables))
     divergence = float(np.max(np.abs(prints - prints[0:1])))
+    rss = comm.allgather(np.array([peak_rss_mib()]))  # every rank's peak, rank order
     events.emit("done", reason=reason, epochs=epoch, steps=step, best_val_accuracy=best,
                 tta_s=tta_s, startup_s=startup_s, elapsed_s=time.time() - clock,
-                replica_fingerprints=prints.tolist(), replica_divergence=divergence)
+                replica_fingerprints=prints.tolist(), replica_divergence=divergence,
+                peak_rss_mib=float(np.max(rss)), rank_peak_rss_mib=rss.ravel().tolist())
     _finish(EXIT_OK, events, comm)  # does not return: skips tearing down TF objects
     return EXIT_OK
 

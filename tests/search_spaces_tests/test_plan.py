@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from explorer.mcnn.config import config_from_dict
+from explorer.mcnn.memory import MemoryCalibration, predict_peak
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
@@ -206,3 +207,37 @@ def test_a_space_without_precision_has_no_bf16_constraint(tmp_path):
     plan = build_plan(space, _params(), data_root=tmp_path, n_train=160,
                       hosts=[HostInfo("h", 2, isa=("avx512f",))])
     assert "bf16_hardware" not in plan.constraints
+
+
+CALIBRATED = MemoryCalibration(runtime_mib=600.0, activation_factor=2.0, source="test")
+
+
+@pytest.mark.parametrize(("memory_gib", "feasible"), [(16.0, False), (2048.0, True),
+                                                      (None, True)])
+def test_a_layout_that_does_not_fit_the_nodes_memory_is_refused_with_its_numbers(
+        tmp_path, memory_gib, feasible):
+    space = load_space(SHIPPED / "tiny.yaml")
+    hosts = [HostInfo("node3", 2, memory_gib=memory_gib)]
+    plan = build_plan(space, _params(per_worker_batch=32, binding="none"), data_root=tmp_path,
+                      n_train=1600, hosts=hosts, memory=CALIBRATED,
+                      overrides={"data": {"image_size": [1024, 1280]}})
+    assert plan.feasible is feasible and "memory" in plan.constraints
+    if feasible:
+        return
+    per_rank = predict_peak(image_size=(1024, 1280), per_rank_batch=32, precision="float32",
+                            n_train=1600, n_val=400, world=2, calibration=CALIBRATED)
+    need = 2 * per_rank.peak_gib
+    assert plan.constraints["memory"] == pytest.approx((need - 0.9 * 16.0) * 1024)
+    assert plan.reason == (
+        f"memory: 2 rank(s) × {per_rank.peak_gib:.1f} GiB predicted peak per rank (batch 32 at "
+        f"1024×1280, float32; {per_rank.breakdown()}) = {need:.1f} GiB > 14.4 GiB usable (90% "
+        "of 16.0 GiB) on node3")
+
+
+def test_the_memory_rule_reads_the_host_with_the_least_memory(tmp_path):
+    space = load_space(SHIPPED / "tiny.yaml")
+    hosts = [HostInfo("big", 2, memory_gib=512.0), HostInfo("small", 2, memory_gib=16.0)]
+    plan = build_plan(space, _params(per_worker_batch=32, binding="none", nodes=2),
+                      data_root=tmp_path, n_train=1600, hosts=hosts, memory=CALIBRATED,
+                      overrides={"data": {"image_size": [1024, 1280]}})
+    assert not plan.feasible and plan.reason.endswith("on small")

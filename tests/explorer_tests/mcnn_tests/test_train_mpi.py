@@ -37,6 +37,9 @@ def test_two_rank_training_learns_and_keeps_replicas_identical(tmp_path, synth_t
     assert start["world_size"] == 2 and start["startup_s"] > 0
     assert len(done["replica_fingerprints"]) == 2
     assert done["replica_divergence"] == 0.0
+    # every rank's peak RSS (a TF process is hundreds of MiB), and the largest of them
+    assert len(done["rank_peak_rss_mib"]) == 2 and min(done["rank_peak_rss_mib"]) > 200
+    assert done["peak_rss_mib"] == max(done["rank_peak_rss_mib"])
     chance = 1.0 / len(start["classes"])
     assert done["best_val_accuracy"] >= chance + 0.12, [e.get("val_accuracy") for e in events]
     epochs = [e for e in events if e["event"] == "epoch"]

@@ -1,0 +1,207 @@
+"""Peak resident memory of one training rank: an analytic count, calibrated by measured runs.
+
+A rank's peak RSS is the larger of its training and its evaluation phase, each the sum of
+
+* **runtime**: Python, TensorFlow, oneDNN and Horovod once loaded (a calibrated constant);
+* **model state**: weights, gradients, the SGD momentum slot, the allreduced gradients and
+  oneDNN's reordered copy of the weights, 4 bytes each per parameter (``mixed_bfloat16`` adds
+  the 2-byte cast of the weights), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
+* **input pipeline** (:mod:`explorer.mcnn.pipeline`): the rank's shuffle buffer of decoded uint8
+  images (``min(train images per rank, 10,000)`` of them), the in-memory cache of its shard
+  when the split is small, and two prefetched float32 batches;
+* **activations**: for training, every layer output kept for the backward pass plus two
+  gradients of the largest layer, per image of the per-rank batch; for evaluation (batch
+  :func:`eval_batch`), the tensors alive at once in a forward pass. Elements are counted
+  from the model's shapes (:func:`~explorer.mcnn.model.mcnn_spec`), 4 bytes each in float32 and 2
+  in ``mixed_bfloat16``, times a calibrated factor for what the count leaves out (oneDNN's blocked
+  copies, the pre-activation tensors, allocator slack).
+
+The two calibrated numbers come from peak RSS measured by ``python -m bench.memory``, which
+writes :data:`CALIBRATION_FILE` and reports predicted vs measured at held-out points.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from explorer.mcnn.flops import mcnn_params
+from explorer.mcnn.model import mcnn_spec
+
+__all__ = ["CALIBRATION_FILE", "MemoryCalibration", "MemoryEstimate", "activation_elements",
+           "default_calibration", "eval_batch", "load_calibration", "peak_rss_mib", "predict_peak"]
+
+CALIBRATION_FILE = Path(__file__).with_name("memory_calibration.json")
+MIB = 1024.0**2
+GIB = 1024.0**3
+IN_MEMORY_BYTES = 2 * 1024**3  # explorer.mcnn.pipeline caches a split at most this large
+SHUFFLE_MAX = 10_000  # explorer.mcnn.pipeline's largest shuffle buffer, in images
+FUSION_BYTES = 64 * MIB  # Horovod's default fusion buffer (HOROVOD_FUSION_THRESHOLD)
+EVAL_BATCH = 32  # evaluation batches hold up to 32 images of at most EVAL_PIXELS each ...
+EVAL_PIXELS = 256 * 320  # ... fewer (never fewer than the training batch) at larger sizes
+
+
+def eval_batch(per_rank_batch: int, input_size: tuple[int, int]) -> int:
+    """The evaluation batch of a rank: 32 images up to 256×320 (more images per batch evaluate
+    faster), fewer at larger sizes so that evaluation needs no more memory than 32 images at
+    256×320 (2 at 1024×1280), and never fewer than the training batch."""
+    fit = max(1, EVAL_BATCH * EVAL_PIXELS // (input_size[0] * input_size[1]))
+    return max(per_rank_batch, min(EVAL_BATCH, fit))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB: ``VmHWM`` of ``/proc/self/status``
+    (``ru_maxrss`` is the fallback; Linux carries it over from a larger parent across exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass(frozen=True)
+class MemoryCalibration:
+    """The two measured constants of the model, and where they were measured."""
+
+    runtime_mib: float  # a rank's resident memory beyond everything the model counts
+    activation_factor: float  # resident bytes per counted activation byte
+    source: str = "uncalibrated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runtime_mib": self.runtime_mib, "activation_factor": self.activation_factor,
+                "source": self.source}
+
+
+@functools.lru_cache(maxsize=1)
+def default_calibration() -> MemoryCalibration | None:
+    """The calibration shipped with the code (:data:`CALIBRATION_FILE`), or None before
+    ``bench.memory`` has written one (then no memory rule applies)."""
+    if not CALIBRATION_FILE.is_file():
+        return None
+    return load_calibration(CALIBRATION_FILE)
+
+
+def load_calibration(path: Path = CALIBRATION_FILE) -> MemoryCalibration:
+    """The calibration ``bench.memory`` wrote (raises ``FileNotFoundError`` before it has)."""
+    data = json.loads(path.read_text())
+    return MemoryCalibration(float(data["runtime_mib"]), float(data["activation_factor"]),
+                             str(data.get("source", path.name)))
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A rank's predicted peak resident memory, with its parts (bytes)."""
+
+    peak_bytes: float
+    phase: str  # "training" or "evaluation": the phase that sets the peak
+    parts: dict[str, float]
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    def breakdown(self) -> str:
+        """``"training: activations 7.1, input pipeline 0.6, ... GiB"``."""
+        parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in self.parts.items())
+        return f"{self.phase}: {parts} GiB"
+
+    def describe(self) -> str:
+        """``"9.3 GiB (training: activations 7.1, input pipeline 0.6, ... GiB)"``."""
+        return f"{self.peak_gib:.1f} GiB ({self.breakdown()})"
+
+
+def _layer_outputs(height: int, width: int, num_classes: int,
+                   channels: int) -> tuple[list[int], list[int]]:
+    """Elements per image of every layer output in a forward pass, and of each pathway's
+    final output (what a forward pass keeps while other pathways run)."""
+    spec = mcnn_spec(height, width)
+    gh, gw = spec.merged_grid
+    outputs: list[int] = []
+    branches: list[int] = []
+    for scale, filters in zip(spec.scales, spec.filters, strict=True):
+        h, w = (math.ceil(height / scale), math.ceil(width / scale)) if scale > 1 else (height, width)
+        if scale > 1:
+            outputs.append(h * w * channels)  # the pooled input
+        outputs += [h * w * filters] * 3  # three 5×5 convolutions (ReLU outputs)
+        if spec.coarsest_scale // scale > 1:
+            outputs.append(gh * gw * filters)  # pooled to the merged grid
+        branches.append(gh * gw * filters)
+    merged = sum(spec.filters)
+    if len(spec.scales) > 1:
+        outputs.append(gh * gw * merged)  # concatenation
+    outputs.append(gh * gw * 1024)  # 1×1 convolution
+    outputs.append(math.ceil(gh / 2) * math.ceil(gw / 2) * 1024)  # merge pool (flatten: a view)
+    outputs += [512, num_classes]
+    return outputs, branches
+
+
+def activation_elements(height: int, width: int, num_classes: int = 13,
+                        channels: int = 3) -> tuple[int, int]:
+    """Counted activation elements per image: (training, evaluation).
+
+    Training keeps the input and every layer output for the backward pass, which then holds the
+    gradients of the largest layer's output and input at once. Evaluation holds the input, each
+    finished pathway's output and the largest layer's input and output.
+    """
+    outputs, branches = _layer_outputs(height, width, num_classes, channels)
+    image = height * width * channels
+    largest = max(outputs)
+    train = image + sum(outputs) + 2 * largest
+    evaluate = image + sum(branches) + 2 * largest
+    return train, evaluate
+
+
+def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision: str,
+                 n_train: int, n_val: int, world: int, calibration: MemoryCalibration,
+                 input_size: tuple[int, int] | None = None, num_classes: int = 13,
+                 channels: int = 3) -> MemoryEstimate:
+    """Predict one rank's peak resident memory.
+
+    Args:
+        image_size: the stored (decoded) image size the pipeline holds.
+        per_rank_batch: the per-worker batch.
+        precision: ``"float32"`` or ``"mixed_bfloat16"``.
+        n_train, n_val: images of the split (each rank holds its ``1/world`` share).
+        world: ranks in the job.
+        calibration: the measured constants (:func:`load_calibration`).
+        input_size: the model's input when training crops (default ``image_size``).
+    """
+    h, w = input_size or image_size
+    stored = image_size[0] * image_size[1] * channels  # uint8 bytes of one decoded image
+    act_bytes = 2 if precision == "mixed_bfloat16" else 4
+    params = mcnn_params(h, w, num_classes, channels)
+    state = float(params * (5 * 4 + (2 if precision == "mixed_bfloat16" else 0)))
+    state += FUSION_BYTES if world > 1 else 0
+    train_share, val_share = math.ceil(n_train / world), math.ceil(n_val / world)
+    cached = ((train_share + val_share) * stored
+              if (n_train + n_val) * stored <= IN_MEMORY_BYTES else 0)
+    shuffle = min(max(1, n_train // world), SHUFFLE_MAX) * stored
+    e_train, e_eval = activation_elements(h, w, num_classes, channels)
+    e_batch = eval_batch(per_rank_batch, (h, w))
+    runtime = calibration.runtime_mib * MIB
+    k = calibration.activation_factor
+    training = {
+        "activations": k * per_rank_batch * e_train * act_bytes,
+        "input pipeline": cached + shuffle + 2 * per_rank_batch * h * w * channels * 4,
+        "model state": state,
+        "runtime": runtime,
+    }
+    evaluation = {
+        "activations": k * e_batch * e_eval * act_bytes,
+        "input pipeline": cached + shuffle + 2 * e_batch * h * w * channels * 4,
+        "model state": state,
+        "runtime": runtime,
+    }
+    t, e = sum(training.values()), sum(evaluation.values())
+    if t >= e:
+        return MemoryEstimate(t, "training", training)
+    return MemoryEstimate(e, "evaluation", evaluation)

@@ -7,7 +7,7 @@ A rank's peak RSS is the larger of its training and its evaluation phase, each t
   oneDNN's reordered copy of the weights, 4 bytes each per parameter (``mixed_bfloat16`` adds
   the 2-byte cast of the weights), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
 * **input pipeline** (:mod:`explorer.mcnn.pipeline`): the rank's shuffle buffer of decoded uint8
-  images (``min(train images per rank, 10,000)`` of them), the in-memory cache of its shard
+  images (its share of the training images, at most 10,000 and 1 GiB), the in-memory cache of its shard
   when the split is small, and two prefetched float32 batches;
 * **activations**: for training, every layer output kept for the backward pass plus two
   gradients of the largest layer, per image of the per-rank batch; for evaluation (batch
@@ -31,6 +31,7 @@ from typing import Any
 
 from explorer.mcnn.flops import mcnn_params
 from explorer.mcnn.model import mcnn_spec
+from explorer.mcnn.pipeline import IN_MEMORY_BYTES, shuffle_buffer
 
 __all__ = ["CALIBRATION_FILE", "MemoryCalibration", "MemoryEstimate", "activation_elements",
            "default_calibration", "eval_batch", "load_calibration", "peak_rss_mib", "predict_peak"]
@@ -38,8 +39,6 @@ __all__ = ["CALIBRATION_FILE", "MemoryCalibration", "MemoryEstimate", "activatio
 CALIBRATION_FILE = Path(__file__).with_name("memory_calibration.json")
 MIB = 1024.0**2
 GIB = 1024.0**3
-IN_MEMORY_BYTES = 2 * 1024**3  # explorer.mcnn.pipeline caches a split at most this large
-SHUFFLE_MAX = 10_000  # explorer.mcnn.pipeline's largest shuffle buffer, in images
 FUSION_BYTES = 64 * MIB  # Horovod's default fusion buffer (HOROVOD_FUSION_THRESHOLD)
 EVAL_BATCH = 32  # evaluation batches hold up to 32 images of at most EVAL_PIXELS each ...
 EVAL_PIXELS = 256 * 320  # ... fewer (never fewer than the training batch) at larger sizes
@@ -184,7 +183,7 @@ def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision:
     train_share, val_share = math.ceil(n_train / world), math.ceil(n_val / world)
     cached = ((train_share + val_share) * stored
               if (n_train + n_val) * stored <= IN_MEMORY_BYTES else 0)
-    shuffle = min(max(1, n_train // world), SHUFFLE_MAX) * stored
+    shuffle = shuffle_buffer(max(1, n_train // world), image_size) * stored
     e_train, e_eval = activation_elements(h, w, num_classes, channels)
     e_batch = eval_batch(per_rank_batch, (h, w))
     runtime = calibration.runtime_mib * MIB

@@ -1,7 +1,8 @@
 """``tf.data`` input pipelines over the shard cache.
 
 Training: records are sharded per rank (``shard(size, rank)``, so ranks see disjoint images),
-decoded, cached in memory when the split is small, shuffled with a per-rank seed, augmented
+decoded, cached in memory when the split is small, shuffled with a per-rank seed (in a buffer of
+at most 10,000 images and 1 GiB), augmented
 (random flips/mirroring, 90° rotations — 180° only on non-square inputs so the shape is kept —
 and optional random crops), batched with ``drop_remainder`` and prefetched. The augmentation draws
 are stateless, keyed by seed, rank and stream position, and the order is deterministic: the same
@@ -18,9 +19,18 @@ from typing import Any
 from explorer.mcnn.config import AugmentConfig
 from explorer.mcnn.shards import ShardSet
 
-__all__ = ["train_dataset", "val_dataset"]
+__all__ = ["IN_MEMORY_BYTES", "shuffle_buffer", "train_dataset", "val_dataset"]
 
 IN_MEMORY_BYTES = 2 * 1024**3
+SHUFFLE_IMAGES = 10_000  # a rank's shuffle buffer holds at most this many decoded images ...
+SHUFFLE_BYTES = 1024**3  # ... and at most this many bytes of them (273 images at 1024×1280)
+
+
+def shuffle_buffer(per_rank: int, image_size: tuple[int, int]) -> int:
+    """Images in a rank's shuffle buffer: its whole share when that fits both limits. The shards
+    store training records in a random order, so a smaller buffer still mixes the classes."""
+    fit = max(1, SHUFFLE_BYTES // (image_size[0] * image_size[1] * 3))
+    return max(1, min(per_rank, SHUFFLE_IMAGES, fit))
 
 
 def _records(files: list[Any], rank: int, size: int, shards: ShardSet) -> Any:
@@ -89,7 +99,8 @@ def train_dataset(shards: ShardSet, *, rank: int, size: int, batch: int, seed: i
 
     per_rank = max(1, shards.n_train // size)
     ds = _records(shards.train_files, rank, size, shards)
-    ds = ds.shuffle(min(per_rank, 10_000), seed=seed + 7919 * rank, reshuffle_each_iteration=True)
+    ds = ds.shuffle(shuffle_buffer(per_rank, (h, w)), seed=seed + 7919 * rank,
+                    reshuffle_each_iteration=True)
     ds = ds.repeat().enumerate()
     ds = ds.map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch, drop_remainder=True)

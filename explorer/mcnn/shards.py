@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from mcnn_base.errors import DataError
 __all__ = ["ShardSet", "damage", "damaged_message", "default_cache_dir", "percentile_scale",
            "prepare_shards"]
 
-FORMAT_VERSION = 2  # 2: the manifest records every shard's size and SHA-256
+FORMAT_VERSION = 3  # 2: the manifest records every shard's size and SHA-256; 3: shuffled order
 PERCENTILES = (0.1, 99.9)
 RECORDS_PER_SHARD = 512
 
@@ -291,8 +292,11 @@ def _build(cfg: DataConfig, dataset: Any, parts: Any, cache: Path, key: str, log
         illum = (_illumination_functions(parts.train + parts.val, source)
                  if cfg.illumination_correction else None)
         index = dataset.class_index
-        train_files, m = _write_part(tmp, "train", parts.train, index, cfg.image_size, illum,
-                                     source)
+        # training records in a seeded random order (the split lists them class by class), so
+        # that a shuffle buffer smaller than a rank's share still mixes the classes
+        order = sorted(parts.train, key=lambda r: r.uid)
+        random.Random(f"shard-order-{cfg.split.seed}").shuffle(order)
+        train_files, m = _write_part(tmp, "train", order, index, cfg.image_size, illum, source)
         val_files, _ = _write_part(tmp, "val", parts.val, index, cfg.image_size, illum, source)
         manifest = {
             "format": FORMAT_VERSION, "root": str(cfg.root), "split": parts.describe(),

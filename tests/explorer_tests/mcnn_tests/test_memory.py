@@ -65,11 +65,15 @@ def test_a_prediction_adds_up_its_parts_and_names_the_phase():
     assert small_batch.phase == "evaluation"  # 32 images > 1
 
 
-def test_the_shuffle_buffer_holds_each_ranks_share_of_decoded_images():
-    one, four = _peak(world=1), _peak(world=4)
+def test_the_shuffle_buffer_holds_each_ranks_share_of_decoded_images_up_to_1_gib():
     image = FULL[0] * FULL[1] * 3  # uint8
+    full = _peak(world=1)  # 10,000 images per rank: capped at 1 GiB of them
+    assert full.parts["input pipeline"] == pytest.approx(
+        (1024**3 // image) * image + 2 * 8 * image * 4)  # and two float32 batches
+    mid = 256 * 320 * 3
+    one, four = _peak(image_size=(256, 320), world=1), _peak(image_size=(256, 320), world=4)
     assert one.parts["input pipeline"] - four.parts["input pipeline"] == pytest.approx(
-        (10_000 - 2_500) * image)
+        (1024**3 // mid - 2_500) * mid)
     # a split small enough is also cached in memory, each rank its share of train and val
     cached = _peak(image_size=(64, 80), n_train=800, n_val=200, world=2)
     batch = 32 if cached.phase == "evaluation" else 8  # two prefetched float32 batches

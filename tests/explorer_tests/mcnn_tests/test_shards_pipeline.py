@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from explorer.mcnn.config import AugmentConfig, DataConfig
-from explorer.mcnn.pipeline import train_dataset, val_dataset
+from explorer.mcnn.pipeline import shuffle_buffer, train_dataset, val_dataset
 from explorer.mcnn.shards import percentile_scale, prepare_shards
 
 
@@ -80,3 +80,23 @@ def test_same_seed_gives_the_same_augmented_batches(synth_tree, tmp_path):
     a, b, other = (_first_batches(shards, s) for s in (0, 0, 1))
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, other, strict=True))
+
+
+def test_training_records_are_stored_in_a_random_order_not_class_by_class(synth_tree, tmp_path):
+    import tensorflow as tf
+
+    shards = prepare_shards(_cfg(synth_tree, tmp_path))
+    spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
+    labels = [int(tf.io.parse_single_example(raw, spec)["label"])
+              for raw in tf.data.TFRecordDataset([str(f) for f in shards.train_files[:1]])]
+    changes = sum(a != b for a, b in zip(labels, labels[1:], strict=False))
+    # class by class, a file would change label at most once per class (5)
+    assert len(set(labels)) == 5 and changes > 3 * 5, labels
+
+
+@pytest.mark.parametrize(("per_rank", "size", "expected"), [
+    (160, (64, 80), 160), (50_000, (64, 80), 10_000), (5_000, (1024, 1280), 273),
+    (100, (1024, 1280), 100)])
+def test_the_shuffle_buffer_is_a_ranks_share_up_to_10000_images_and_1_gib(per_rank, size,
+                                                                          expected):
+    assert shuffle_buffer(per_rank, size) == expected

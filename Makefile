@@ -34,6 +34,7 @@ bench: setup
 	$(PY) -m bench.replay --workdir $(BENCH_WORK)
 	$(PY) -m bench.calibrate
 	$(PY) -m bench.rehearsal_check
+	$(PY) -m bench.memory --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --precision float32
 	$(PY) -m bench.onednn --precision mixed_bfloat16
 
@@ -48,6 +49,7 @@ bench-quick: setup
 	$(PY) -m bench.replay --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.calibrate --quick
 	$(PY) -m bench.rehearsal_check --quick
+	$(PY) -m bench.memory --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --quick
 
 lint: setup-test

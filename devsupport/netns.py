@@ -15,12 +15,19 @@ Use with :class:`~launchers.mpirun.MpirunLauncher` exactly like real SSH hosts::
         resources = Resources(hosts=net.hosts, ranks_per_node=1, binding="none", mca=net.mca)
         job = MpirunLauncher().launch(config, resources, workdir=workdir)
 
+With ``ssh=True`` each host instead runs a real OpenSSH server (``sshd``, in the host's
+namespace and its own UTS namespace), with a host key, a client key and ``known_hosts`` made in
+the temporary directory, and Open MPI starts its daemons with ``ssh -F <that config>``, the way a
+cluster user's ``mpirun`` does. Then a host's processes are children of its ``sshd``, not of
+``mpirun``'s session: a test of remote orphans there can fail.
+
 Everything is torn down on exit, even on failure: processes left inside the namespaces, veths,
 bridge, namespaces and the temporary directory (agent, hostfile, agent log). Names hold the
 creating pid (``mcnn<pid><letter>``: namespaces ``…h0``, veths ``…v0``, bridge ``…br``), so
 parallel runs do not collide, and leftovers of a run whose process is gone are removed first.
-Needs root, iproute2 (``ip``) and util-linux (``unshare``); :func:`netns_available` tells why
-not when they are missing.
+Needs root, iproute2 (``ip``) and util-linux (``unshare``), and for ``ssh=True`` OpenSSH's
+server and client; :func:`netns_available` and :func:`sshd_available` tell why not when they are
+missing.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ __all__ = [
     "netns_available",
     "netns_hosts",
     "remove_stale",
+    "sshd_available",
 ]
 
 NETNS_PREFIX = "mcnn"
@@ -168,6 +176,12 @@ class NetnsHosts:
         rows = [line.split() for line in text.splitlines()]
         return [(r[0], r[1], r[2]) for r in rows if len(r) == 3]
 
+    @property
+    def net_ids(self) -> tuple[str, ...]:
+        """Each host's network namespace as ``/proc/PID/ns/net`` names it (``net:[inode]``), in
+        ``hosts`` order: how to tell which host a process runs on."""
+        return tuple(f"net:[{os.stat(Path('/run/netns') / ns).st_ino}]" for ns in self.namespaces)
+
     def link_bytes(self) -> list[tuple[int, int]]:
         """``(bytes into the host, bytes out of the host)`` per host, counted on its veth."""
         out = []
@@ -177,6 +191,84 @@ class NetnsHosts:
             out.append((int((stats / "tx_bytes").read_text()),
                         int((stats / "rx_bytes").read_text())))
         return out
+
+
+SSHD_CONFIG = """# sshd of namespace host {host}, written by devsupport.netns
+ListenAddress {host}
+Port 22
+HostKey {workdir}/ssh_host_ed25519_key
+AuthorizedKeysFile {workdir}/authorized_keys
+PidFile {workdir}/sshd-{ns}.pid
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+LogLevel ERROR
+"""
+
+SSH_CONFIG = """# ssh client settings for the namespace hosts, written by devsupport.netns
+Host {pattern}
+  User root
+  IdentityFile {workdir}/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile {workdir}/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+  ServerAliveInterval 5
+  ServerAliveCountMax 3
+  LogLevel ERROR
+"""
+
+
+def sshd_available() -> str | None:
+    """Why namespace hosts cannot run a real ``sshd`` here, or ``None`` when they can."""
+    reason = netns_available()
+    if reason is not None:
+        return reason
+    for name in ("sshd", "ssh", "ssh-keygen", "ssh-keyscan"):
+        try:
+            _tool(name)
+        except FileNotFoundError:
+            return f"{name!r} not found (install openssh-server and openssh-client)"
+    return None
+
+
+def _start_sshd(workdir: Path, hosts: list[str], namespaces: list[str], ip: str,
+                unshare: str) -> None:
+    """Keys, one ``sshd`` per host (inside its namespace), ``known_hosts`` from a key scan and
+    the client config, all in ``workdir``."""
+    keygen, sshd = _tool("ssh-keygen"), _tool("sshd")
+    _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "netns-host",
+          "-f", str(workdir / "ssh_host_ed25519_key")])
+    _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "netns-client",
+          "-f", str(workdir / "id_ed25519")])
+    (workdir / "authorized_keys").write_text((workdir / "id_ed25519.pub").read_text())
+    Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation
+    for host, ns in zip(hosts, namespaces, strict=True):
+        config = workdir / f"sshd-{ns}.conf"
+        config.write_text(SSHD_CONFIG.format(host=host, workdir=workdir, ns=ns))
+        # sshd daemonizes once it listens (no -D): it is then a child of init, and of nothing
+        # of ours; the teardown ends it with the namespace's other processes
+        _run([ip, "netns", "exec", ns, unshare, "--uts", "--", "/bin/sh", "-c",
+              'echo "$1" > /proc/sys/kernel/hostname && exec "$2" -f "$3" -E "$4"',
+              "netns-sshd", ns, sshd, str(config), str(workdir / f"sshd-{ns}.log")])
+    scanned = ""
+    deadline = time.time() + 10.0
+    while time.time() < deadline:
+        proc = _run([_tool("ssh-keyscan"), "-T", "3", "-t", "ed25519", *hosts], check=False)
+        scanned = proc.stdout
+        if all(any(line.startswith(h + " ") for line in scanned.splitlines()) for h in hosts):
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"ssh-keyscan could not read every host's key: got {scanned!r}")
+    (workdir / "known_hosts").write_text(scanned)
+    pattern = ".".join(hosts[0].split(".")[:3]) + ".*"
+    (workdir / "ssh_config").write_text(SSH_CONFIG.format(pattern=pattern, workdir=workdir))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -309,11 +401,13 @@ def _write_files(workdir: Path, hosts: list[str], namespaces: list[str], ip: str
 
 
 @contextlib.contextmanager
-def netns_hosts(n: int) -> Iterator[NetnsHosts]:
+def netns_hosts(n: int, *, ssh: bool = False) -> Iterator[NetnsHosts]:
     """Make ``n`` namespace hosts joined by a bridge; yield them; tear everything down on exit.
 
     Args:
         n: the number of hosts (1 to 32).
+        ssh: run a real ``sshd`` on each host and have Open MPI start its daemons through
+            ``ssh`` (otherwise through the namespace agent script).
 
     Yields:
         A :class:`NetnsHosts` with the host names (IP addresses), the hostfile and the ``mca``
@@ -356,6 +450,10 @@ def netns_hosts(n: int) -> Iterator[NetnsHosts]:
         cidr = str(subnet)
         mca = {"plm_rsh_agent": str(workdir / "agent"), "plm_rsh_no_tree_spawn": "1",
                "btl": "self,tcp", "btl_tcp_if_include": cidr, "oob_tcp_if_include": cidr}
+        if ssh:
+            _start_sshd(workdir, hosts, namespaces, ip, unshare)
+            mca.update({"plm_rsh_agent": _tool("ssh"),
+                        "plm_rsh_args": f"-F {workdir / 'ssh_config'}"})
         yield NetnsHosts(tag=tag, hosts=tuple(hosts), namespaces=tuple(namespaces),
                          veths=tuple(veths), bridge=bridge, subnet=cidr, workdir=workdir,
                          mca=mca)

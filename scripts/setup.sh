@@ -28,8 +28,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # ---------------------------------------------------------------- apt
 APT_PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make iproute2 procps)
 # the test suite's browser checks drive headless Chromium
-# and the shared-study tests start a private PostgreSQL server
-if ((WITH_TEST_DEPS)); then APT_PACKAGES+=(chromium fonts-dejavu-core postgresql slurm-wlm munge); fi
+# and the shared-study tests start a private PostgreSQL server; the SLURM tests a private
+# cluster; the host-fault tests an sshd in each network-namespace host
+if ((WITH_TEST_DEPS)); then APT_PACKAGES+=(chromium fonts-dejavu-core postgresql slurm-wlm munge openssh-server openssh-client); fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

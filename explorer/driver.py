@@ -42,10 +42,10 @@ from explorer.pool import (
 )
 from explorer.prepare import prepare_shards
 from explorer.progress import ProgressLine, duration
-from explorer.record import Outcome, set_attrs
+from explorer.record import Outcome, TrialRecord, set_attrs
 from explorer.recorder import Recorder
 from explorer.schema import schema_lock
-from explorer.stale import driver_identity, recover_stale
+from explorer.stale import driver_identity, recover_stale, requeue
 from explorer.study import (
     PRUNE_RESOURCE,
     StudySettings,
@@ -365,14 +365,22 @@ class StudyDriver:
         return since
 
     def _settle_limbo(self, study: optuna.Study, rec: Recorder) -> None:
-        """Trials asked just as the storage went away (never planned or launched): FAILED."""
+        """Trials asked just as the storage went away (never launched, or stopped before they
+        were followed): FAILED, their MLflow run (if one was started) ended, and queued again
+        when they were fixed (a baseline, a confirmation, a layout measurement) or queued by
+        the user, so that the storage's outage loses none of them."""
         while self._limbo:
             trial = self._limbo[0]
-            if not study._storage.get_trial(trial._trial_id).state.is_finished():
-                set_attrs(trial, state=Outcome.FAILED, reason="the storage went away while "
-                          "the trial was being started; it never ran (its job, if any, was "
-                          "stopped)")
+            frozen = study._storage.get_trial(trial._trial_id)
+            if not frozen.state.is_finished():
+                reason = ("the storage went away while the trial was being started; it never "
+                          "ran (its job, if any, was stopped)")
+                set_attrs(trial, state=Outcome.FAILED, reason=reason)
+                record = TrialRecord.from_frozen(study._storage.get_trial(trial._trial_id))
+                rec.stale(record, reason)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if requeue(study, frozen, record, sampled=False):
+                    self.log(f"trial {trial.number}: queued again")
             self._limbo.pop(0)
 
     def _stop(self, study: optuna.Study, rec: Recorder, loop: _LoopState) -> None:

@@ -146,7 +146,7 @@ class Recorder:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
     def stale(self, record: TrialRecord, reason: str) -> None:
-        """End the MLflow run of a trial whose driver died."""
+        """End the MLflow run of a trial whose driver died or lost it (a storage outage)."""
         if record.mlflow_run_id:
             rec = self.tracker.recorder(record.mlflow_run_id)
             rec.set_tags({"reason": reason})

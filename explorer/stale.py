@@ -30,7 +30,7 @@ import optuna
 from explorer.record import Outcome, TrialRecord, enqueue, live_trial, set_attrs
 from launchers.base import process_start_ticks, session_pids
 
-__all__ = ["driver_identity", "kill_leftovers", "recover_stale", "stale_reason"]
+__all__ = ["driver_identity", "kill_leftovers", "recover_stale", "requeue", "stale_reason"]
 
 
 def driver_identity() -> dict[str, Any]:
@@ -106,10 +106,25 @@ def recover_stale(study: optuna.Study, storage: optuna.storages.BaseStorage, *,
         if on_stale is not None:
             on_stale(r, reason)
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-        if retry and r.fixed and r.retry_of is None:  # a baseline, repeat or measurement
-            enqueue(study, retry_of=frozen.number, fixed=r.fixed, baseline=r.baseline,
-                    confirm_of=r.confirm_of, stage=r.stage)
-        elif retry and frozen.params and r.retry_of is None:
-            enqueue(study, frozen.params, retry_of=frozen.number)
+        if retry:
+            requeue(study, frozen, r, sampled=True)
         recovered.append(frozen.number)
     return recovered
+
+
+def requeue(study: optuna.Study, frozen: optuna.trial.FrozenTrial, record: TrialRecord, *,
+            sampled: bool) -> bool:
+    """Queue a failed trial's configuration once more (a retry is never retried): a fixed trial
+    (baseline, repeat, layout measurement) as it was; otherwise its parameters, the sampled ones
+    only when ``sampled`` (else only those a user queued). True when it was queued."""
+    if record.retry_of is not None:
+        return False
+    if record.fixed:
+        enqueue(study, retry_of=frozen.number, fixed=record.fixed, baseline=record.baseline,
+                confirm_of=record.confirm_of, stage=record.stage)
+        return True
+    params = frozen.params if sampled else dict(frozen.system_attrs.get("fixed_params") or {})
+    if params:
+        enqueue(study, params, retry_of=frozen.number)
+        return True
+    return False

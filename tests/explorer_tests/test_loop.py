@@ -523,6 +523,37 @@ def test_the_loop_rides_out_a_storage_outage_and_loses_no_trial(tmp_path, tracki
     assert launcher.launched[1][1].started >= 95.0  # nothing new started while it was down
 
 
+def test_a_baseline_caught_by_an_outage_as_it_starts_is_failed_ended_and_run_again(
+        tmp_path, tracking, monkeypatch):
+    clock = ManualClock(0.0)
+    window = [float("inf"), float("inf")]
+
+    class OutageAtFirstLaunch(FakeLauncher):
+        def launch(self, config_path: Path, resources: Any, *, workdir: Path, **options: Any):
+            job = super().launch(config_path, resources, workdir=workdir)
+            if len(self.launched) == 1:  # the storage goes away as the baseline starts
+                window[:] = [clock.now(), clock.now() + 20.0]
+            return job
+
+    launcher = OutageAtFirstLaunch(clock, [epochs([0.9], target=0.8) for _ in range(3)])
+    said: list[str] = []
+    driver = _driver(tmp_path, tracking, launcher, clock, trials=2, baseline="seed",
+                     log=said.append)
+    _storage_down(monkeypatch, clock, window)  # type: ignore[arg-type]
+    study = driver.run()
+    monkeypatch.undo()
+    r = records(study)
+    baselines = [t for t in r if t.baseline]
+    assert [t.state for t in baselines] == [Outcome.FAILED, Outcome.COMPLETED], [
+        (t.number, t.state, t.reason) for t in r]
+    assert "storage went away" in (baselines[0].reason or "")
+    assert baselines[1].retry_of == baselines[0].number
+    assert launcher.launched[0][1].state is JobState.CANCELLED  # its job was stopped
+    assert any(f"trial {baselines[0].number}: queued again" in m for m in said)
+    run = MlflowClient(tracking).get_run(baselines[0].mlflow_run_id or "")
+    assert run.info.status == "FAILED"
+
+
 def test_a_storage_gone_for_good_stops_the_trials_in_one_line(tmp_path, tracking, monkeypatch):
     clock = ManualClock(0.0)
     launcher = FakeLauncher(clock, [Script([(2.0, {"event": "start"})], hang=True)])

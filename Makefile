@@ -25,6 +25,7 @@ test: setup-test
 BENCH_WORK ?= bench-work
 bench: setup
 	$(PY) -m bench.throughput --workdir $(BENCH_WORK)
+	$(PY) -m bench.fullsize --workdir $(BENCH_WORK)
 	$(PY) -m bench.overhead --workdir $(BENCH_WORK)
 	$(PY) -m bench.layout --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --workdir $(BENCH_WORK)
@@ -40,6 +41,7 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m bench.throughput --quick --workdir $(BENCH_WORK)
+	$(PY) -m bench.fullsize --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.overhead --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.layout --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.bf16 --quick --workdir $(BENCH_WORK)

@@ -7,15 +7,16 @@ Every variant is the model-only train step (``bench.throughput.model_only_rate``
 specified, SGD with momentum, an in-memory batch) in its own child process, because some
 settings (oneDNN's math mode) are read once when TensorFlow loads. Rounds run every variant once
 each, in order, so slow drift of the machine hits all of them alike; each variant's figure is its
-median over rounds. Each finished child is appended to
-``WORKDIR/fullsize-<machine class>.jsonl`` and a rerun skips what is recorded (``--fresh``
-starts over).
+median over rounds. Each finished child (and the bound, measured once first) is appended to
+``WORKDIR/fullsize-<machine class>-<size>.jsonl`` and a rerun skips what is recorded, so a resumed
+run compares against the bound and rounds it recorded before (``--fresh`` starts over).
 
 Variants (fp32 unless named): ``base`` (batch 4, intra-op threads = cores, inter-op 1), ``b2``
 and ``b8`` (per-process batch), ``xla`` (``jit_compile=True`` on the step), ``inter`` (intra-op 1,
 inter-op = cores: the 7 pathways side by side), ``intra+inter`` (both = cores),
 ``fpmath-bf16`` (fp32 variables and tensors, oneDNN allowed to compute in bf16:
-``ONEDNN_DEFAULT_FPMATH_MODE=BF16``) and ``bf16`` (``mixed_bfloat16``). ``--quick`` (CI smoke)
+``ONEDNN_DEFAULT_FPMATH_MODE=BF16``; a CPU without bf16 hardware has no faster math to allow, so
+there it shows what the setting costs) and ``bf16`` (``mixed_bfloat16``). ``--quick`` (CI smoke)
 runs ``base`` and ``fpmath-bf16`` at 64×80 for two steps.
 """
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, class {facts['machine_class']} "
           f"({' '.join(facts['isa'] or []) or 'no AVX-512'}); {facts['date']}")
     print(f"{h}x{w}, model-only train step, median of {rounds} round(s) × {steps} steps; bounds "
-          f"(4096² matmul, same run): fp32 {bound['fp32_bound'] / 1e9:.1f} GFLOP/s, bf16 "
+          f"({bound_at[0]}² matmul, same run): fp32 {bound['fp32_bound'] / 1e9:.1f} GFLOP/s, bf16 "
           f"{bound['bf16_bound'] / 1e9:.1f} GFLOP/s" + ("" if native else " (emulated bf16)"))
     print(table(["variant", "batch", "math", "images/s", "÷ base", "GFLOP/s", "bound",
                  "÷ bound"], rows))

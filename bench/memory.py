@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.memory [--quick] [--workdir bench-work] [--no-write]
 
-Runs the real training job (one process, a few steps and one evaluation) at several image
-sizes, per-rank batches and precisions, and reads each run's peak RSS (``VmHWM``, which the
+Runs the real training job (one process, or two ranks under ``mpirun`` with Horovod; a few steps
+and one evaluation) at several image sizes, per-rank batches and precisions, one point with more
+images than the pipeline caches, and reads each run's peak RSS (``VmHWM``, which the
 job reports in its ``done`` event). Each measured point is appended to
 ``bench/tables/memory.<machine class>.jsonl`` as it finishes; a rerun skips recorded points.
 
@@ -41,17 +42,22 @@ class Point:
     batch: int
     precision: str
     images: int  # in the synthetic tree (a fifth of them validate)
+    ranks: int = 1  # 2: under mpirun with Horovod, one thread each
 
     @property
     def key(self) -> str:
-        return f"{self.size[0]}x{self.size[1]}-b{self.batch}-{self.precision}-n{self.images}"
+        return (f"{self.size[0]}x{self.size[1]}-b{self.batch}-{self.precision}-n{self.images}"
+                + (f"-r{self.ranks}" if self.ranks > 1 else ""))
 
 
 POINTS = [Point((64, 80), 32, "float32", 360), Point((256, 320), 8, "float32", 96),
           Point((512, 640), 4, "float32", 48), Point((512, 640), 8, "float32", 48),
           Point((1024, 1280), 1, "float32", 24), Point((1024, 1280), 2, "float32", 24),
           Point((512, 640), 4, "mixed_bfloat16", 48),
-          Point((1024, 1280), 2, "mixed_bfloat16", 24)]
+          Point((1024, 1280), 2, "mixed_bfloat16", 24),
+          Point((256, 320), 8, "float32", 96, ranks=2),  # Horovod, its fusion buffer
+          # 2.2 GB of images: not cached, the shuffle buffer holds 1 GiB of them (273)
+          Point((1024, 1280), 1, "float32", 560)]
 QUICK = [Point((64, 80), 8, "float32", 60), Point((96, 120), 4, "float32", 60)]
 
 
@@ -59,19 +65,24 @@ def _config(root: Path, p: Point, cache: Path) -> dict[str, Any]:
     return {"data": {"root": str(root), "image_size": list(p.size), "cache_dir": str(cache),
                      "normalize": "standardize"},
             "per_worker_batch": p.batch, "eval": True, "max_steps": 4, "max_epochs": 100,
-            "precision": p.precision, "intra_op_threads": len(os.sched_getaffinity(0)),
-            "inter_op_threads": 1, "comm": "local", "seed": 0}
+            "precision": p.precision, "intra_op_threads": _threads(p), "inter_op_threads": 1,
+            "comm": "local" if p.ranks == 1 else "horovod", "seed": 0}
+
+
+def _threads(p: Point) -> int:
+    return max(1, len(os.sched_getaffinity(0)) // p.ranks)
 
 
 def measure(p: Point, work: Path) -> dict[str, Any]:
     """Run the job at ``p``; its peak RSS and the split it trained on."""
     root = synth_tree(work / f"data-{p.size[0]}x{p.size[1]}-{p.images}", p.size, p.images, 3)
     events, _job = run_job(_config(root, p, work / "cache"), work / "jobs" / f"memory-{p.key}",
-                           threads=len(os.sched_getaffinity(0)), timeout_s=1200.0)
+                           ranks=p.ranks, threads=_threads(p), mpi=p.ranks > 1,
+                           timeout_s=1200.0)
     start = next(e for e in events if e.get("event") == "start")
     done = next(e for e in events if e.get("event") == "done")
     return {"key": p.key, "size": list(p.size), "batch": p.batch, "precision": p.precision,
-            "n_train": int(start["n_train"]), "n_val": int(start["n_val"]),
+            "ranks": p.ranks, "n_train": int(start["n_train"]), "n_val": int(start["n_val"]),
             "peak_rss_mib": float(done["peak_rss_mib"]), "steps": int(done["steps"]),
             "machine": machine()}
 
@@ -79,7 +90,7 @@ def measure(p: Point, work: Path) -> dict[str, Any]:
 def _predicted(r: dict[str, Any], cal: MemoryCalibration) -> float:
     return predict_peak(image_size=(r["size"][0], r["size"][1]), per_rank_batch=r["batch"],
                         precision=r["precision"], n_train=r["n_train"], n_val=r["n_val"],
-                        world=1, calibration=cal).peak_bytes / MIB
+                        world=int(r.get("ranks", 1)), calibration=cal).peak_bytes / MIB
 
 
 def fit(records: list[dict[str, Any]], source: str = "") -> MemoryCalibration:
@@ -157,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         errors.append(abs(err))
         estimate = predict_peak(image_size=(r["size"][0], r["size"][1]),
                                 per_rank_batch=r["batch"], precision=r["precision"],
-                                n_train=r["n_train"], n_val=r["n_val"], world=1,
-                                calibration=cal)
+                                n_train=r["n_train"], n_val=r["n_val"],
+                                world=int(r.get("ranks", 1)), calibration=cal)
         rows.append([f"{r['size'][0]}x{r['size'][1]}", r["batch"], r["precision"],
+                     int(r.get("ranks", 1)), r["n_train"] + r["n_val"],
                      measured, loo, f"{err:+.1%}", estimate.phase])
-    print(table(["size", "batch", "precision", "measured MiB", "predicted MiB (LOO)", "error",
-                 "peak phase"], rows))
+    print(table(["size", "batch", "precision", "ranks", "images", "measured MiB",
+                 "predicted MiB (LOO)", "error", "peak phase"], rows))
     worst = max(errors)
     print(f"\nfit to all {len(records)} points: runtime {cal.runtime_mib:.0f} MiB, activation "
           f"factor {cal.activation_factor:.2f}; leave-one-out error median "

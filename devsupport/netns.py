@@ -17,9 +17,10 @@ Use with :class:`~launchers.mpirun.MpirunLauncher` exactly like real SSH hosts::
 
 With ``ssh=True`` each host instead runs a real OpenSSH server (``sshd``, in the host's
 namespace and its own UTS namespace), with a host key, a client key and ``known_hosts`` made in
-the temporary directory, and Open MPI starts its daemons with ``ssh -F <that config>``, the way a
-cluster user's ``mpirun`` does. Then a host's processes are children of its ``sshd``, not of
-``mpirun``'s session: a test of remote orphans there can fail.
+the temporary directory, and Open MPI starts its daemons through ``ssh``, the way a cluster
+user's ``mpirun`` does (its agent is ``<tempdir>/ssh``: ``ssh -F <tempdir>/ssh_config``). Then a
+host's processes are children of its ``sshd``, not of ``mpirun``'s session: a test of remote
+orphans there can fail.
 
 Everything is torn down on exit, even on failure: processes left inside the namespaces, veths,
 bridge, namespaces and the temporary directory (agent, hostfile, agent log). Names hold the
@@ -269,6 +270,11 @@ def _start_sshd(workdir: Path, hosts: list[str], namespaces: list[str], ip: str,
     (workdir / "known_hosts").write_text(scanned)
     pattern = ".".join(hosts[0].split(".")[:3]) + ".*"
     (workdir / "ssh_config").write_text(SSH_CONFIG.format(pattern=pattern, workdir=workdir))
+    # Open MPI's rsh agent: ssh with that config (an --mca value cannot hold the space of
+    # "ssh -F FILE", so a one-line wrapper carries it)
+    agent = workdir / "ssh"
+    agent.write_text(f'#!/bin/sh\nexec {_tool("ssh")} -F {workdir / "ssh_config"} "$@"\n')
+    agent.chmod(0o700)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -452,8 +458,7 @@ def netns_hosts(n: int, *, ssh: bool = False) -> Iterator[NetnsHosts]:
                "btl": "self,tcp", "btl_tcp_if_include": cidr, "oob_tcp_if_include": cidr}
         if ssh:
             _start_sshd(workdir, hosts, namespaces, ip, unshare)
-            mca.update({"plm_rsh_agent": _tool("ssh"),
-                        "plm_rsh_args": f"-F {workdir / 'ssh_config'}"})
+            mca["plm_rsh_agent"] = str(workdir / "ssh")
         yield NetnsHosts(tag=tag, hosts=tuple(hosts), namespaces=tuple(namespaces),
                          veths=tuple(veths), bridge=bridge, subnet=cidr, workdir=workdir,
                          mca=mca)

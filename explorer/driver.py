@@ -369,18 +369,21 @@ class StudyDriver:
         were followed): FAILED, their MLflow run (if one was started) ended, and queued again
         when they were fixed (a baseline, a confirmation, a layout measurement) or queued by
         the user, so that the storage's outage loses none of them."""
-        while self._limbo:
+        while self._limbo:  # every step is safe to repeat (the storage may go away again)
             trial = self._limbo[0]
             frozen = study._storage.get_trial(trial._trial_id)
             if not frozen.state.is_finished():
                 reason = ("the storage went away while the trial was being started; it never "
                           "ran (its job, if any, was stopped)")
                 set_attrs(trial, state=Outcome.FAILED, reason=reason)
-                record = TrialRecord.from_frozen(study._storage.get_trial(trial._trial_id))
-                rec.stale(record, reason)
+                rec.stale(TrialRecord.from_frozen(study._storage.get_trial(trial._trial_id)),
+                          reason)
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                if requeue(study, frozen, record, sampled=False):
-                    self.log(f"trial {trial.number}: queued again")
+            retried = any(t.user_attrs.get("retry_of") == trial.number
+                          for t in study.get_trials(deepcopy=False))
+            if not retried and requeue(study, frozen, TrialRecord.from_frozen(frozen),
+                                       sampled=False):
+                self.log(f"trial {trial.number}: queued again")
             self._limbo.pop(0)
 
     def _stop(self, study: optuna.Study, rec: Recorder, loop: _LoopState) -> None:

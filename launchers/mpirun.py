@@ -22,8 +22,10 @@ from mcnn_base.errors import LaunchError
 
 __all__ = ["MpirunLauncher", "binding_args", "build_mpirun_argv"]
 
+# exported to every rank when set here (-x): threading, the launch clock, the code's path and
+# the shard cache (ranks started through ssh get nothing else of the driver's environment)
 THREAD_ENV = ("OMP_NUM_THREADS", "KMP_BLOCKTIME", "KMP_AFFINITY", "MCNN_LAUNCH_TIME",
-              "TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH")
+              "TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH", "MCNN_CACHE_DIR")
 
 
 def binding_args(resources: Resources) -> list[str]:

@@ -79,15 +79,31 @@ def has_bf16(flags: tuple[str, ...]) -> bool:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def memory_gib(meminfo: str | None = None) -> float | None:
-    """MemTotal in GiB (None when /proc/meminfo cannot be read)."""
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+                 Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # cgroup v1
+
+
+def memory_gib(meminfo: str | None = None, limits: tuple[str | None, ...] | None = None
+               ) -> float | None:
+    """The memory this process may use, GiB: MemTotal, or the cgroup's limit when smaller (a
+    container, a SLURM job with ``--mem``). None when /proc/meminfo cannot be read.
+
+    ``meminfo``/``limits``: the texts of /proc/meminfo and of :data:`CGROUP_LIMITS` (read now
+    when not given)."""
     meminfo = _text(meminfo, MEMINFO)
     if meminfo is None:
         return None
     value = _field(meminfo, "MemTotal")
     if not value or not value.split()[0].isdigit():
         return None
-    return round(int(value.split()[0]) / 1024**2, 1)  # kB
+    total = int(value.split()[0]) * 1024  # kB
+    if limits is None:
+        limits = tuple(_text(None, p) for p in CGROUP_LIMITS)
+    for text in limits:
+        word = (text or "").strip()
+        if word.isdigit() and 0 < int(word) < total:  # "max" (v2) or a huge v1 number: none
+            total = int(word)
+    return round(total / 1024**3, 1)
 
 
 def describe() -> dict[str, object]:

@@ -12,9 +12,8 @@ smallest sample a space can draw with :func:`smallest_verdicts` (its reasons say
 * ``per_node_batch`` (only in spaces that sample it): the remainder of per-node batch ÷ ranks
   per node;
 * ``bf16_hardware`` (spaces that sample or set bf16): hosts without bf16 hardware;
-* ``memory`` (once a memory calibration exists): ranks per node × predicted peak per rank −
-  usable memory of the trial's smallest known host, in MiB
-  (:mod:`explorer.mcnn.memory`).
+* ``memory``: ranks per node × predicted peak per rank − usable memory (90 %) of the pool's
+  smallest known host, in GiB (:mod:`explorer.mcnn.memory`; 0 while uncalibrated or unknown).
 """
 
 from __future__ import annotations
@@ -101,25 +100,26 @@ def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: b
                     "slower than float32; pass --allow-emulated-bf16 to try it anyway")
 
 
-def check_memory(ranks: int, per_rank: MemoryEstimate, host: str | None,
+def check_memory(ranks: int, per_rank: MemoryEstimate | None, host: str | None,
                  memory_gib: float | None, what: str) -> Verdict:
-    """The ranks of a node must fit its memory: ranks × predicted peak per rank ≤ 90 % of it.
+    """The ranks of a node must fit its memory: ranks × predicted peak per rank ≤ 90 % of it
+    (the value in GiB).
 
-    ``host``/``memory_gib``: the trial's host with the least memory (None when no host's memory
+    ``per_rank``: the prediction (None before the model is calibrated: nothing is refused).
+    ``host``/``memory_gib``: the pool's host with the least memory (None when no host's memory
     is known: nothing is refused). ``what``: the trial's batch, size and precision, for the
     reason.
     """
-    if host is None or memory_gib is None:
+    if per_rank is None or host is None or memory_gib is None:
         return Verdict(0.0, "")
-    need = ranks * per_rank.peak_bytes / 1024**2
-    usable = USABLE_MEMORY * memory_gib * 1024
+    need = ranks * per_rank.peak_gib
+    usable = USABLE_MEMORY * memory_gib
     if need <= usable:
         return Verdict(need - usable, "")
     return Verdict(need - usable,
                    f"memory: {ranks} rank(s) × {per_rank.peak_gib:.1f} GiB predicted peak per rank "
-                   f"({what}; {per_rank.breakdown()}) = {need / 1024:.1f} GiB > "
-                   f"{usable / 1024:.1f} GiB usable ({USABLE_MEMORY:.0%} of {memory_gib:.1f} GiB) "
-                   f"on {host}")
+                   f"({what}; {per_rank.breakdown()}) = {need:.1f} GiB > {usable:.1f} GiB usable "
+                   f"({USABLE_MEMORY:.0%} of {memory_gib:.1f} GiB) on {host}")
 
 
 def trial_verdicts(*, nodes: int, ranks: int, threads: int, per_worker_batch: int,

@@ -138,15 +138,13 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
                        allow_emulated=allow_emulated_bf16)
             if "precision" in space.dimensions or validated.precision == "mixed_bfloat16"
             else None)
-    calibration = memory or default_calibration()
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,
                               cores_per_node=min(h.cores for h in chosen),
                               available_hosts=len(hosts), n_train=n_train,
                               limits=space.constraints, per_node_batch=per_node, bf16=bf16,
-                              memory=(_memory_verdict(validated, chosen, nodes * ranks, n_train,
-                                                      calibration)
-                                      if calibration is not None else None))
+                              memory=_memory_verdict(validated, hosts, nodes * ranks, n_train,
+                                                     memory or default_calibration()))
     constraints = {name: v.value for name, v in verdicts.items()}
     reasons = [v.reason for v in verdicts.values() if not v.feasible]
     world = nodes * ranks
@@ -167,12 +165,16 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
                      constraints=constraints, reasons=reasons)
 
 
-def _memory_verdict(cfg: TrainConfig, chosen: Sequence[HostInfo], world: int, n_train: int,
-                    calibration: MemoryCalibration) -> Verdict:
-    """The memory rule on the trial's host with the least known memory. The validation images
-    are estimated from the split's ``val_fraction`` (the planner knows only the training ones);
-    they matter only for small splits, which the pipeline caches in memory."""
-    known = [h for h in chosen if h.memory_gib is not None]
+def _memory_verdict(cfg: TrainConfig, pool: Sequence[HostInfo], world: int, n_train: int,
+                    calibration: MemoryCalibration | None) -> Verdict:
+    """The memory rule on the pool's host with the least known memory (the trial may be placed
+    on any free slice of the pool). The validation images are estimated from the split's
+    ``val_fraction`` (the planner knows only the training ones); they matter only for small
+    splits, which the pipeline caches in memory. Every trial has the rule (0 while the model is
+    uncalibrated): a sampler needs the same constraints on all of a study's trials."""
+    if calibration is None:
+        return check_memory(0, None, None, None, "")
+    known = [h for h in pool if h.memory_gib is not None]
     host = min(known, key=lambda h: h.memory_gib or 0.0) if known else None
     data = cfg.data
     n_val = round(n_train * data.split.val_fraction / (1.0 - data.split.val_fraction))

@@ -6,9 +6,10 @@ A rank's peak RSS is the larger of its training and its evaluation phase, each t
 * **model state**: weights, gradients, the SGD momentum slot, the allreduced gradients and
   oneDNN's reordered copy of the weights, 4 bytes each per parameter (``mixed_bfloat16`` adds
   the 2-byte cast of the weights), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
-* **input pipeline** (:mod:`explorer.mcnn.pipeline`): the rank's shuffle buffer of decoded uint8
-  images (its share of the training images, at most 10,000 and 1 GiB), the in-memory cache of its shard
-  when the split is small, and two prefetched float32 batches;
+* **input pipeline** (:mod:`explorer.mcnn.pipeline`): the in-memory cache of the rank's shard
+  when the split is small, else its shuffle buffer of decoded uint8 images (its share of the
+  training images, at most 10,000 and 1 GiB; from a cache it shares the cached buffers), and two
+  prefetched float32 batches of each pipeline that is running;
 * **activations**: for training, every layer output kept for the backward pass plus two
   gradients of the largest layer, per image of the per-rank batch; for evaluation (batch
   :func:`eval_batch`), the tensors alive at once in a forward pass. Elements are counted
@@ -183,20 +184,22 @@ def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision:
     train_share, val_share = math.ceil(n_train / world), math.ceil(n_val / world)
     cached = ((train_share + val_share) * stored
               if (n_train + n_val) * stored <= IN_MEMORY_BYTES else 0)
-    shuffle = shuffle_buffer(max(1, n_train // world), image_size) * stored
+    # the shuffle buffer holds decoded images; from an in-memory cache it shares their buffers
+    shuffle = 0 if cached else shuffle_buffer(max(1, n_train // world), image_size) * stored
     e_train, e_eval = activation_elements(h, w, num_classes, channels)
     e_batch = eval_batch(per_rank_batch, (h, w))
     runtime = calibration.runtime_mib * MIB
     k = calibration.activation_factor
+    train_batches = 2 * per_rank_batch * h * w * channels * 4  # two prefetched float32 batches
     training = {
         "activations": k * per_rank_batch * e_train * act_bytes,
-        "input pipeline": cached + shuffle + 2 * per_rank_batch * h * w * channels * 4,
+        "input pipeline": cached + shuffle + train_batches,
         "model state": state,
         "runtime": runtime,
     }
-    evaluation = {
+    evaluation = {  # the training pipeline's buffers stay alive while the model evaluates
         "activations": k * e_batch * e_eval * act_bytes,
-        "input pipeline": cached + shuffle + 2 * e_batch * h * w * channels * 4,
+        "input pipeline": cached + shuffle + train_batches + 2 * e_batch * h * w * channels * 4,
         "model state": state,
         "runtime": runtime,
     }

@@ -38,8 +38,12 @@ def test_a_cpu_without_an_x86_flags_line_is_not_read_as_lacking_bf16():
 
 def test_model_and_memory():
     assert cpu_model(EPYC) == "AMD EPYC" and cpu_model("processor\t: 0\n") == "unknown"
-    assert memory_gib("MemTotal:       25165824 kB\nMemFree: 1 kB\n") == 24.0
+    meminfo = "MemTotal:       25165824 kB\nMemFree: 1 kB\n"
+    assert memory_gib(meminfo, limits=(None, None)) == 24.0
     assert memory_gib("nothing\n") is None
+    # a cgroup limit below MemTotal wins (a container, a SLURM job's --mem); "max" is none
+    assert memory_gib(meminfo, limits=(str(8 * 1024**3), None)) == 8.0
+    assert memory_gib(meminfo, limits=("max\n", str(2**63 - 4096))) == 24.0
 
 
 def test_this_host_is_read_with_its_flags_and_memory():

@@ -227,17 +227,26 @@ def test_a_layout_that_does_not_fit_the_nodes_memory_is_refused_with_its_numbers
     per_rank = predict_peak(image_size=(1024, 1280), per_rank_batch=32, precision="float32",
                             n_train=1600, n_val=400, world=2, calibration=CALIBRATED)
     need = 2 * per_rank.peak_gib
-    assert plan.constraints["memory"] == pytest.approx((need - 0.9 * 16.0) * 1024)
+    assert plan.constraints["memory"] == pytest.approx(need - 0.9 * 16.0)  # GiB
     assert plan.reason == (
         f"memory: 2 rank(s) × {per_rank.peak_gib:.1f} GiB predicted peak per rank (batch 32 at "
         f"1024×1280, float32; {per_rank.breakdown()}) = {need:.1f} GiB > 14.4 GiB usable (90% "
         "of 16.0 GiB) on node3")
 
 
-def test_the_memory_rule_reads_the_host_with_the_least_memory(tmp_path):
+def test_the_memory_rule_reads_the_pools_host_with_the_least_memory(tmp_path):
     space = load_space(SHIPPED / "tiny.yaml")
     hosts = [HostInfo("big", 2, memory_gib=512.0), HostInfo("small", 2, memory_gib=16.0)]
-    plan = build_plan(space, _params(per_worker_batch=32, binding="none", nodes=2),
+    # a 1-node trial: judged by the smallest host, since it may be placed on any free one
+    plan = build_plan(space, _params(per_worker_batch=32, binding="none", ranks_per_node=1),
                       data_root=tmp_path, n_train=1600, hosts=hosts, memory=CALIBRATED,
                       overrides={"data": {"image_size": [1024, 1280]}})
-    assert not plan.feasible and plan.reason.endswith("on small")
+    assert [k for k, v in plan.constraints.items() if v > 0] == ["memory"], plan.constraints
+    assert plan.reason.startswith("memory: 1 rank(s)") and plan.reason.endswith("on small")
+
+
+def test_every_plan_has_the_memory_constraint_even_uncalibrated(tmp_path):
+    space = load_space(SHIPPED / "tiny.yaml")
+    plan = build_plan(space, _params(), data_root=tmp_path, n_train=160,
+                      hosts=[HostInfo("h", 2, memory_gib=1.0)], memory=None)
+    assert "memory" in plan.constraints

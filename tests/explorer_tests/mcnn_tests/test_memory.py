@@ -75,11 +75,12 @@ def test_the_shuffle_buffer_holds_each_ranks_share_of_decoded_images_up_to_1_gib
     assert one.parts["input pipeline"] - four.parts["input pipeline"] == pytest.approx(
         (1024**3 // mid - 2_500) * mid)
     # a split small enough is also cached in memory, each rank its share of train and val
+    # (its shuffle buffer then shares the cached images)
     cached = _peak(image_size=(64, 80), n_train=800, n_val=200, world=2)
-    batch = 32 if cached.phase == "evaluation" else 8  # two prefetched float32 batches
-    shuffled = 400 * 64 * 80 * 3
-    assert cached.parts["input pipeline"] == pytest.approx(
-        shuffled + 2 * batch * 64 * 80 * 3 * 4 + 500 * 64 * 80 * 3)
+    float_batch = 64 * 80 * 3 * 4
+    prefetched = 2 * 8 * float_batch + (2 * 32 * float_batch  # and evaluation's, batch 32
+                                        if cached.phase == "evaluation" else 0)
+    assert cached.parts["input pipeline"] == pytest.approx(prefetched + 500 * 64 * 80 * 3)
 
 
 def test_bf16_halves_the_activations_and_batch_scales_them():

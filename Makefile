@@ -34,6 +34,7 @@ bench: setup
 	$(PY) -m bench.signal
 	$(PY) -m bench.replay --workdir $(BENCH_WORK)
 	$(PY) -m bench.calibrate
+	$(PY) -m bench.rehearsal_points --workdir $(BENCH_WORK)
 	$(PY) -m bench.rehearsal_check
 	$(PY) -m bench.memory --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --precision float32
@@ -50,6 +51,7 @@ bench-quick: setup
 	$(PY) -m bench.signal --quick
 	$(PY) -m bench.replay --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.calibrate --quick
+	$(PY) -m bench.rehearsal_points --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.rehearsal_check --quick
 	$(PY) -m bench.memory --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.onednn --quick

@@ -11,7 +11,8 @@ the calibration ``mcnn-explore rehearse`` fits its trial model to
 * convergence: every run of a grid schedule (all seeds), with its global batch, peak LR, warm-up
   and the epochs at its first evaluation at or over the workload's target (None: missed);
 * this machine's fp32 matmul bound per core, measured now (``bench.throughput.matmul_bound``,
-  10 s on all cores) unless ``--bound-gflops`` gives it;
+  10 s on all cores) unless ``--bound-gflops`` gives it, and its bf16 bound where the CPU runs
+  bf16 natively;
 * the median start-up seconds.
 
 Figures are on a synthetic stand-in for BBBC021.
@@ -31,6 +32,7 @@ from bench.common import machine
 from bench.surrogate import uncontended
 from bench.table import WORKLOAD, _commit, load_table
 from bench.throughput import matmul_bound
+from mcnn_base.cpu import has_bf16, isa_flags
 from search_spaces.space import load_space
 
 __all__ = ["calibration"]
@@ -39,7 +41,7 @@ OUT = Path(__file__).resolve().parents[1] / "explorer" / "rehearsal" / "calibrat
 
 
 def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
-                source: str) -> dict[str, Any]:
+                source: str, bf16_bound_gflops: float | None = None) -> dict[str, Any]:
     """The calibration document of a table's records (see the module doc)."""
     done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
     cells: dict[tuple[int, int, int], list[float]] = defaultdict(list)
@@ -70,6 +72,8 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
     return {"name": f"{WORKLOAD.id}.{first['machine_class']}", "machine_class":
             first["machine_class"], "cpu": first.get("model") or first.get("cpu", "?"),
             "fp32_gflops_per_core": round(bound_gflops / cores, 2), "compute": compute,
+            "bf16_gflops_per_core": (None if bf16_bound_gflops is None
+                                     else round(bf16_bound_gflops / cores, 2)),
             "convergence": convergence, "target": target,
             "max_epochs": float(base["max_epochs"]),
             "startup_s": round(statistics.median(float(r["startup_s"]) for r in done
@@ -92,11 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     path, records = load_table(args.table, quick=args.quick)
     cores = int(records[0]["machine"]["cores"])
     bound = args.bound_gflops
+    n, secs = (1024, 2.0) if args.quick else (4096, 10.0)
     if bound is None:
-        bound = matmul_bound("float32", 1024 if args.quick else 4096,
-                             2.0 if args.quick else 10.0) / 1e9  # FLOP/s -> GFLOP/s
+        bound = matmul_bound("float32", n, secs) / 1e9  # FLOP/s -> GFLOP/s
+    flags = isa_flags()  # a bf16 bound only where bf16 runs natively (else it is emulated)
+    bf16 = matmul_bound("bfloat16", n, secs) / 1e9 if flags and has_bf16(flags) else None
     doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
-                                                 if len(path.parents) > 2 else path))
+                                                 if len(path.parents) > 2 else path),
+                      bf16_bound_gflops=bf16)
     out = Path(args.out) if args.out else (
         Path("bench-work") / "calibration-quick.json" if args.quick
         else OUT / f"{doc['name']}.json")

@@ -6,6 +6,10 @@ No training happens here; it reads the calibration (``bench.calibrate``) and the
 
 1. **images/s, leave one layout cell out**: the compute model fitted without a (ranks, threads,
    per-rank batch) cell predicts it; the relative error of each (target: within 10 %).
+   1b. every layout at 64×80 and 256×320, fp32 and native bf16, measured by
+   ``bench.rehearsal_points``, predicted by the model fitted on the table (FLOP-scaled; target
+   within 10 %); 1c. two network-namespace hosts, each point predicted with a fabric (α,
+   bandwidth) fitted to the others (target within 15 %).
 2. **TTA of held-out table runs**: for each uncontended grid run of the table, the convergence model
    fitted without it (and the compute model) predicts its TTA; against its measured TTA: the
    median relative error, the share within 25 %, and Kendall's τ between predicted and measured.
@@ -21,26 +25,102 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.common import emit, table
 from bench.surrogate import kendall_tau, uncontended
 from bench.table import WORKLOAD, load_table
 from explorer.cli_rehearse import default_calibration
-from explorer.rehearsal.model import Calibration, TrialModel, load_calibration
-from explorer.rehearsal.profiles import FABRICS, HOSTS, HostProfile
+from explorer.mcnn.flops import mcnn_params
+from explorer.rehearsal.model import OVERLAP, Calibration, TrialModel, load_calibration
+from explorer.rehearsal.profiles import FABRICS, HOSTS, Fabric, HostProfile, ring_allreduce_s
 
-__all__ = ["compute_loo", "tta_loo"]
+__all__ = ["compute_loo", "fabric_loo", "fit_fabric", "point_predictions", "tta_loo"]
 
 SEED_MINUTES = 31.0
+FUSION_BYTES = 128 * 2**20  # as ring_allreduce_s assumes
+POINTS = Path(__file__).resolve().parent / "tables"
 
 
 def _local(cal: Calibration) -> HostProfile:
-    return HostProfile(cal.machine_class, 2, 1, ("avx512f",), 24.0, cal.fp32_gflops_per_core,
-                       None, "the calibration machine")
+    isa = ("avx512f",) + (("avx512_bf16",) if cal.bf16_gflops_per_core else ())
+    return HostProfile(cal.machine_class, 2, 1, isa, 24.0, cal.fp32_gflops_per_core,
+                       cal.bf16_gflops_per_core, "the calibration machine")
+
+
+def point_predictions(cal: Calibration, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each measured one-host point (``bench.rehearsal_points``) predicted by the compute model
+    fitted on the whole calibration (FLOP-scaled to the point's size)."""
+    model = TrialModel(cal, _local(cal), FABRICS["opa100"])
+    out = []
+    for p in points:
+        if int(p["hosts"]) != 1:
+            continue
+        pred, flags = model.node_rate(int(p["ranks"]), int(p["threads"]),
+                                      int(p["per_rank_batch"]), (p["size"][0], p["size"][1]),
+                                      str(p["precision"]))
+        out.append({**p, "predicted": pred, "error": pred / float(p["images_per_sec"]) - 1.0,
+                    "flags": flags})
+    return out
+
+
+def _comm_rows(points: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
+    """Per two-host point: the gradient bytes, its measured step, and the compute of the same
+    two ranks on one host (the same cores doing the same work) from the paired point."""
+    one = {(tuple(p["size"]), p["precision"]): p for p in points
+           if int(p["hosts"]) == 1 and int(p["ranks"]) == 2 and int(p["threads"]) == 1}
+    rows = []
+    for p in points:
+        pair = one.get((tuple(p["size"]), p["precision"]))
+        if int(p["hosts"]) != 2 or pair is None:
+            continue
+        gb = int(p["per_rank_batch"]) * int(p["world_size"])
+        rows.append({"size": p["size"], "nbytes": 4.0 * mcnn_params(p["size"][0], p["size"][1],
+                                                                    num_classes),
+                     "step": gb / float(p["images_per_sec"]),
+                     "compute": gb / float(pair["images_per_sec"]),
+                     "images_per_sec": float(p["images_per_sec"])})
+    return rows
+
+
+def fit_fabric(rows: list[dict[str, Any]]) -> Fabric | None:
+    """α and bandwidth of the link between two hosts, least squares over ``rows``: a step is its
+    compute plus the allreduce the model does not hide (``TrialModel.predict``), so
+    ``step − compute + OVERLAP·⅔·compute = 2α·buffers + bytes ÷ bandwidth`` (two ranks).
+    Rows whose step is no longer than their compute (all communication hidden, or noise) say
+    nothing about the link and are left out. None when the fit is not physical (α or bandwidth
+    ≤ 0) or fewer than two rows are left."""
+    rows = [r for r in rows if r["step"] > r["compute"]]
+    if len(rows) < 2:
+        return None
+    x = np.array([[2.0 * max(1, -(-int(r["nbytes"]) // FUSION_BYTES)), r["nbytes"]]
+                  for r in rows])
+    y = np.array([r["step"] - r["compute"] + OVERLAP * 2.0 / 3.0 * r["compute"] for r in rows])
+    alpha, inv_bw = np.linalg.lstsq(x, y, rcond=None)[0]
+    if alpha <= 0 or inv_bw <= 0:
+        return None
+    return Fabric("fitted", float(alpha), float(1.0 / inv_bw), "fitted to the two-host points")
+
+
+def fabric_loo(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each two-host point's images/s predicted with a fabric fitted to the others."""
+    out = []
+    for i, r in enumerate(rows):
+        net = fit_fabric(rows[:i] + rows[i + 1:])
+        if net is None:
+            out.append({**r, "predicted": None, "error": None})
+            continue
+        comm = max(0.0, ring_allreduce_s(2, r["nbytes"], net, fusion_bytes=FUSION_BYTES)
+                   - OVERLAP * 2.0 / 3.0 * r["compute"])
+        pred = r["images_per_sec"] * r["step"] / (r["compute"] + comm)
+        out.append({**r, "predicted": pred, "error": pred / r["images_per_sec"] - 1.0})
+    return out
 
 
 def compute_loo(cal: Calibration) -> list[dict[str, Any]]:
@@ -95,6 +175,50 @@ def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float
     return out
 
 
+def _load_points(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _report_points(cal: Calibration, points: list[dict[str, Any]]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Print sections 1b and 1c (the measured points of ``bench.rehearsal_points``)."""
+    if not points:
+        print("\n1b/1c. no measured points (run python -m bench.rehearsal_points)")
+        return [], []
+    rows = point_predictions(cal, points)
+    print(f"\n1b. images/s of every layout at other sizes and precisions, measured "
+          f"({points[0]['date'][:10]}) against the model fitted on the whole calibration:")
+    print(table(["size", "precision", "ranks × threads", "per-rank batch", "measured",
+                 "predicted", "error"],
+                [[f"{r['size'][0]}×{r['size'][1]}", r["precision"],
+                  f"{r['ranks']} × {r['threads']}", r["per_rank_batch"],
+                  f"{r['images_per_sec']:.1f}", f"{r['predicted']:.1f}",
+                  f"{r['error']:+.1%}"] for r in rows]))
+    errs = [abs(r["error"]) for r in rows]
+    print(f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; "
+          f"{sum(e <= 0.10 for e in errs)} of {len(errs)} within 10 % (target: all)")
+    comm = fabric_loo(_comm_rows(points, cal.num_classes))
+    if not comm:
+        print("\n1c. no two-host points")
+        return rows, []
+    net = fit_fabric(_comm_rows(points, cal.num_classes))
+    print("\n1c. two network-namespace hosts (one rank each, TCP over a veth bridge), each "
+          "predicted with a fabric fitted to the others; compute from one host running the "
+          "same two ranks:")
+    print(table(["size", "measured", "predicted", "error"],
+                [[f"{r['size'][0]}×{r['size'][1]}", f"{r['images_per_sec']:.1f}",
+                  "-" if r["predicted"] is None else f"{r['predicted']:.1f}",
+                  "-" if r["error"] is None else f"{r['error']:+.1%}"] for r in comm]))
+    ok = [abs(r["error"]) for r in comm if r["error"] is not None]
+    fitted = ("not physical (α or bandwidth ≤ 0)" if net is None else
+              f"α {net.alpha_s * 1e6:.0f} µs, {net.bandwidth_Bps * 8 / 1e9:.2f} Gb/s")
+    print(f"fabric fitted to all of them: {fitted}; "
+          f"{sum(e <= 0.15 for e in ok)} of {len(comm)} within 15 % (target: all)")
+    return rows, comm
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     within = sum(e <= 0.10 for e in errs)
     print(f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; {within} of "
           f"{len(errs)} within 10 % (target: all)")
+
+    measured_points = _load_points(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl")
+    predicted_points, fabric = _report_points(cal, measured_points)
 
     pairs = tta_loo(cal, records)
     finite = [(p, m) for p, m in pairs if math.isfinite(p)]
@@ -146,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
                            "error")} for r in rows],
         "tta_pairs": pairs, "tta_median_rel_error": statistics.median(rel) if rel else None,
         "tta_kendall_tau": tau, "seed_images_per_sec": seed.images_per_sec,
-        "seed_20_epochs_min": twenty, "quick": args.quick})
+        "seed_20_epochs_min": twenty, "quick": args.quick,
+        "points": [{k: r[k] for k in ("key", "images_per_sec", "predicted", "error")}
+                   for r in predicted_points],
+        "fabric_loo": [{k: r[k] for k in ("size", "images_per_sec", "predicted", "error")}
+                       for r in fabric]})
     return 0
 
 

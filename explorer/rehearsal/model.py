@@ -58,6 +58,7 @@ class Calibration:
     startup_s: float
     num_classes: int
     note: str = ""
+    bf16_gflops_per_core: float | None = None  # measured where the CPU runs bf16 natively
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Calibration:
@@ -66,7 +67,9 @@ class Calibration:
                        float(doc["fp32_gflops_per_core"]), list(doc["compute"]),
                        list(doc["convergence"]), float(doc["target"]),
                        float(doc["max_epochs"]), float(doc["startup_s"]),
-                       int(doc["num_classes"]), str(doc.get("note", "")))
+                       int(doc["num_classes"]), str(doc.get("note", "")),
+                       None if doc.get("bf16_gflops_per_core") is None
+                       else float(doc["bf16_gflops_per_core"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"calibration {doc.get('name', '?')!r}: missing or invalid "
                               f"field {exc}") from None

@@ -19,7 +19,8 @@ from explorer.record import median_images_per_sec
 from launchers import Job, LocalLauncher, MpirunLauncher, Resources
 from mcnn_base.cpu import cpu_model, isa_flags, machine_class
 
-__all__ = ["emit", "machine", "median_rate", "run_job", "synth_tree", "table"]
+__all__ = ["append_jsonl", "emit", "machine", "median_rate", "read_jsonl", "run_job",
+           "synth_tree", "table"]
 
 
 def machine() -> dict[str, Any]:
@@ -93,3 +94,17 @@ def _fmt(value: Any) -> str:
 def emit(name: str, data: dict[str, Any]) -> None:
     """The machine-readable result: one JSON line, prefixed so it can be grepped."""
     print("BENCH_JSON " + json.dumps({"bench": name, **data}, sort_keys=True), flush=True)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as it is measured (what a resumable benchmark skips on a rerun)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps(record, sort_keys=True) + "\n")

@@ -67,8 +67,7 @@ def _child(spec: dict[str, Any], size: tuple[int, int], steps: int,
     """Runs in the child: the step's images/s, and the matmul bound when asked."""
     import tensorflow as tf
 
-    from bench.throughput import matmul_bound
-    from explorer.mcnn.model import build_mcnn
+    from bench.throughput import matmul_bound, model_only_rate
 
     cores = len(os.sched_getaffinity(0))
     v = Variant(**{**spec, "env": tuple(tuple(e) for e in spec.get("env", ()))})
@@ -77,29 +76,9 @@ def _child(spec: dict[str, Any], size: tuple[int, int], steps: int,
     if v.name == "bound":
         return {"fp32_bound": matmul_bound("float32", *bound),
                 "bf16_bound": matmul_bound("bfloat16", *bound)}
-    model = build_mcnn(size, 13, precision=v.precision, seed=0)
-    opt = tf.keras.optimizers.SGD(0.01, momentum=0.9)
-    x = tf.random.uniform((v.batch, *size, 3), seed=3)
-    y = tf.zeros((v.batch,), tf.int32)
-
-    @tf.function(jit_compile=v.xla)
-    def step() -> Any:
-        with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
-                y, logits, from_logits=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
     t0 = time.perf_counter()
-    for _ in range(2):  # tracing, compilation, oneDNN primitive creation
-        step().numpy()
-    warm = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step().numpy()
-    return {"images_per_sec": steps * v.batch / (time.perf_counter() - t0), "warmup_s": warm}
+    rate = model_only_rate(size[0], size[1], v.batch, v.precision, steps, jit_compile=v.xla)
+    return {"images_per_sec": rate, "child_s": time.perf_counter() - t0}
 
 
 def _run_child(v: Variant, size: tuple[int, int], steps: int,

@@ -25,7 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine, run_job, synth_tree, table, verdict
+from bench.common import (
+    append_jsonl,
+    emit,
+    machine,
+    read_jsonl,
+    run_job,
+    synth_tree,
+    table,
+    verdict,
+)
 from explorer.mcnn.memory import CALIBRATION_FILE, MemoryCalibration, predict_peak
 from mcnn_base.cpu import has_bf16, isa_flags
 
@@ -116,13 +125,6 @@ def leave_one_out(records: list[dict[str, Any]]) -> list[float]:
     return [_predicted(r, fit(records[:i] + records[i + 1:])) for i, r in enumerate(records)]
 
 
-def _load(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["key"]: r for r in rows}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,13 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     path = (work / "memory-quick.jsonl" if args.quick
             else TABLES / f"memory.{facts['machine_class']}.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
-    recorded = _load(path)
+    recorded = {r["key"]: r for r in read_jsonl(path)}
     for p in points:
         if p.key in recorded:
             continue
         record = measure(p, work)
-        with path.open("a") as out:
-            out.write(json.dumps(record, sort_keys=True) + "\n")
+        append_jsonl(path, record)
         recorded[p.key] = record
         print(f"measured {p.key}: peak {record['peak_rss_mib']:.0f} MiB", flush=True)
     records = [recorded[p.key] for p in points]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import emit, table
+from bench.common import emit, read_jsonl, table
 from bench.surrogate import kendall_tau, uncontended
 from bench.table import WORKLOAD, load_table
 from explorer.cli_rehearse import default_calibration
@@ -175,12 +174,6 @@ def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float
     return out
 
 
-def _load_points(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _report_points(cal: Calibration, points: list[dict[str, Any]]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Print sections 1b and 1c (the measured points of ``bench.rehearsal_points``)."""
@@ -243,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; {within} of "
           f"{len(errs)} within 10 % (target: all)")
 
-    measured_points = _load_points(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl")
+    measured_points = read_jsonl(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl")
     predicted_points, fabric = _report_points(cal, measured_points)
 
     pairs = tta_loo(cal, records)

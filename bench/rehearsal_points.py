@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import machine, median_rate, synth_tree
+from bench.common import append_jsonl, machine, median_rate, read_jsonl, synth_tree
 from devsupport.netns import netns_available, netns_hosts
 from explorer.mcnn.events import read_events
 from launchers import MpirunLauncher, Resources
@@ -119,13 +118,6 @@ def measure(p: Point, work: Path, epochs: float) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
-def load(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {r["key"]: r for r in rows}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -144,13 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     path = (work / "rehearsal-points-quick.jsonl" if args.quick
             else TABLES / f"rehearsal-points.{facts['machine_class']}.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
-    recorded = load(path)
+    recorded = {r["key"]: r for r in read_jsonl(path)}
     for p in todo:
         if p.key in recorded:
             continue
         record = measure(p, work, 2.0 if args.quick else 4.0)
-        with path.open("a") as out:
-            out.write(json.dumps(record, sort_keys=True) + "\n")
+        append_jsonl(path, record)
         recorded[p.key] = record
         print(f"{p.key}: {record['images_per_sec']:.1f} images/s", flush=True)
     print(f"{len(todo)} points in {path} ({facts['machine_class']}, {facts['cpu']})")

@@ -70,8 +70,10 @@ def profiler_forward_flops(height: int, width: int) -> float:
     return float(model_analyzer.profile(graph=graph, options=opts).total_float_ops)
 
 
-def model_only_rate(height: int, width: int, batch: int, precision: str, steps: int) -> float:
-    """Images/s of the same train step on an in-memory batch: no input pipeline at all."""
+def model_only_rate(height: int, width: int, batch: int, precision: str, steps: int, *,
+                    jit_compile: bool = False) -> float:
+    """Images/s of the same train step on an in-memory batch: no input pipeline at all
+    (``jit_compile``: the step compiled by XLA)."""
     import tensorflow as tf
 
     model = build_mcnn((height, width), 13, precision=precision, seed=0)
@@ -79,7 +81,7 @@ def model_only_rate(height: int, width: int, batch: int, precision: str, steps: 
     x = tf.random.uniform((batch, height, width, 3), seed=3)
     y = tf.zeros((batch,), tf.int32)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step() -> Any:
         with tf.GradientTape() as tape:
             logits = model(x, training=True)

@@ -84,7 +84,8 @@ def _threads(p: Point) -> int:
 
 def measure(p: Point, work: Path) -> dict[str, Any]:
     """Run the job at ``p``; its peak RSS and the split it trained on."""
-    root = synth_tree(work / f"data-{p.size[0]}x{p.size[1]}-{p.images}", p.size, p.images, 3)
+    # its own tree (3 classes): other benches keep trees of the same size with other classes
+    root = synth_tree(work / f"data-{p.size[0]}x{p.size[1]}-{p.images}-m3", p.size, p.images, 3)
     events, _job = run_job(_config(root, p, work / "cache"), work / "jobs" / f"memory-{p.key}",
                            ranks=p.ranks, threads=_threads(p), mpi=p.ranks > 1,
                            timeout_s=1200.0)

@@ -89,7 +89,7 @@ def _config(root: Path, p: Point, cache: Path, epochs: float) -> dict[str, Any]:
 
 def measure(p: Point, work: Path, epochs: float) -> dict[str, Any]:
     """Run the job at ``p``; its median images/s."""
-    root = synth_tree(work / f"data-{p.size[0]}x{p.size[1]}-{IMAGES[p.size]}", p.size,
+    root = synth_tree(work / f"data-{p.size[0]}x{p.size[1]}-{IMAGES[p.size]}-m5", p.size,
                       IMAGES[p.size], 5)
     jobdir = work / "jobs" / f"rehearsal-{p.key}"
     jobdir.mkdir(parents=True, exist_ok=True)

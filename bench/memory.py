@@ -50,7 +50,7 @@ class Point:
     size: tuple[int, int]
     batch: int
     precision: str
-    images: int  # in the synthetic tree (a fifth of them validate)
+    images: int  # in the synthetic tree (a fifth validate; 24 per class: 48 give two classes)
     ranks: int = 1  # 2: under mpirun with Horovod, one thread each
 
     @property
@@ -61,9 +61,9 @@ class Point:
 
 POINTS = [Point((64, 80), 32, "float32", 360), Point((256, 320), 8, "float32", 96),
           Point((512, 640), 4, "float32", 48), Point((512, 640), 8, "float32", 48),
-          Point((1024, 1280), 1, "float32", 24), Point((1024, 1280), 2, "float32", 24),
+          Point((1024, 1280), 1, "float32", 48), Point((1024, 1280), 2, "float32", 48),
           Point((512, 640), 4, "mixed_bfloat16", 48),
-          Point((1024, 1280), 2, "mixed_bfloat16", 24),
+          Point((1024, 1280), 2, "mixed_bfloat16", 48),
           Point((256, 320), 8, "float32", 96, ranks=2),  # Horovod, its fusion buffer
           # 2.2 GB of images: not cached, the shuffle buffer holds 1 GiB of them (273)
           Point((1024, 1280), 1, "float32", 560)]

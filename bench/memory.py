@@ -8,7 +8,7 @@ images than the pipeline caches, and reads each run's peak RSS (``VmHWM``, which
 job reports in its ``done`` event). Each measured point is appended to
 ``bench/tables/memory.<machine class>.jsonl`` as it finishes; a rerun skips recorded points.
 
-Then it fits the model's two constants (:class:`explorer.mcnn.memory.MemoryCalibration`) to all
+Then it fits the model's three constants (:class:`explorer.mcnn.memory.MemoryCalibration`) to all
 points and writes them to ``explorer/mcnn/memory_calibration.json``, which the planner's memory
 rule uses. The error it reports is leave-one-out: each point predicted by a fit to the others.
 Target: every point within 15 %. ``--quick`` (CI smoke) measures two small points into the work
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.common import (
     append_jsonl,
     emit,
@@ -35,7 +37,7 @@ from bench.common import (
     table,
     verdict,
 )
-from explorer.mcnn.memory import CALIBRATION_FILE, MemoryCalibration, predict_peak
+from explorer.mcnn.memory import CALIBRATION_FILE, MemoryCalibration, MemoryEstimate, predict_peak
 from mcnn_base.cpu import has_bf16, isa_flags
 
 __all__ = ["Point", "fit", "main"]
@@ -97,6 +99,12 @@ def measure(p: Point, work: Path) -> dict[str, Any]:
             "machine": machine()}
 
 
+def _parts(r: dict[str, Any], k: float) -> MemoryEstimate:
+    return predict_peak(image_size=(r["size"][0], r["size"][1]), per_rank_batch=r["batch"],
+                        precision=r["precision"], n_train=r["n_train"], n_val=r["n_val"],
+                        world=int(r.get("ranks", 1)), calibration=MemoryCalibration(0.0, k))
+
+
 def _predicted(r: dict[str, Any], cal: MemoryCalibration) -> float:
     return predict_peak(image_size=(r["size"][0], r["size"][1]), per_rank_batch=r["batch"],
                         precision=r["precision"], n_train=r["n_train"], n_val=r["n_val"],
@@ -104,17 +112,23 @@ def _predicted(r: dict[str, Any], cal: MemoryCalibration) -> float:
 
 
 def fit(records: list[dict[str, Any]], source: str = "") -> MemoryCalibration:
-    """The activation factor (a grid from 0.5 to 8) and runtime constant that minimise the
-    squared relative errors of ``records``; the runtime is the median residual at that factor."""
+    """The three constants that minimise the squared relative errors of ``records``: for each
+    activation factor on a grid (0.3 to 4), the runtime and workspace by least squares (the
+    workspace at least 0); the factor whose fit errs least."""
     best: tuple[float, MemoryCalibration] | None = None
-    for step in range(50, 801):
+    measured = np.array([float(r["peak_rss_mib"]) for r in records])
+    pixels = np.array([r["size"][0] * r["size"][1] * 3 * 4 / MIB for r in records])
+    for step in range(30, 401):
         k = step / 100.0
-        bare = [_predicted(r, MemoryCalibration(0.0, k)) for r in records]
-        runtime = statistics.median(float(r["peak_rss_mib"]) - b
-                                    for r, b in zip(records, bare, strict=True))
-        cal = MemoryCalibration(runtime, k, source)
-        loss = sum(((b + runtime) / float(r["peak_rss_mib"]) - 1.0) ** 2
-                   for r, b in zip(records, bare, strict=True))
+        bare = np.array([_parts(r, k).peak_bytes / MIB for r in records])
+        weights = 1.0 / measured  # relative errors
+        x = np.c_[np.ones(len(records)), pixels] * weights[:, None]
+        coef = np.linalg.lstsq(x, (measured - bare) * weights, rcond=None)[0]
+        if coef[1] < 0:  # no workspace: the runtime alone
+            coef = np.array([float(np.sum((measured - bare) * weights**2)
+                                   / np.sum(weights**2)), 0.0])
+        cal = MemoryCalibration(float(coef[0]), k, source, float(coef[1]))
+        loss = float(np.sum(((bare + coef[0] + coef[1] * pixels) / measured - 1.0) ** 2))
         if best is None or loss < best[0]:
             best = (loss, cal)
     assert best is not None
@@ -179,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                  "predicted MiB (LOO)", "error", "peak phase"], rows))
     worst = max(errors)
     print(f"\nfit to all {len(records)} points: runtime {cal.runtime_mib:.0f} MiB, activation "
-          f"factor {cal.activation_factor:.2f}; leave-one-out error median "
+          f"factor {cal.activation_factor:.2f}, workspace {cal.workspace_images:.1f} float32 "
+          f"images; leave-one-out error median "
           f"{statistics.median(errors):.1%}, worst {worst:.1%} "
           f"(target {verdict(worst, TARGET)})")
     if not args.quick and not args.no_write:

@@ -15,9 +15,12 @@ A rank's peak RSS is the larger of its training and its evaluation phase, each t
   :func:`eval_batch`), the tensors alive at once in a forward pass. Elements are counted
   from the model's shapes (:func:`~explorer.mcnn.model.mcnn_spec`), 4 bytes each in float32 and 2
   in ``mixed_bfloat16``, times a calibrated factor for what the count leaves out (oneDNN's blocked
-  copies, the pre-activation tensors, allocator slack).
+  copies, the pre-activation tensors, allocator slack);
+* **workspace**: memory that grows with the image size but not with the batch (oneDNN's
+  workspaces and reordered buffers, the allocator's slack), a calibrated number of float32
+  input images.
 
-The two calibrated numbers come from peak RSS measured by ``python -m bench.memory``, which
+The three calibrated numbers come from peak RSS measured by ``python -m bench.memory``, which
 writes :data:`CALIBRATION_FILE` and reports predicted vs measured at held-out points.
 """
 
@@ -75,10 +78,13 @@ class MemoryCalibration:
     runtime_mib: float  # a rank's resident memory beyond everything the model counts
     activation_factor: float  # resident bytes per counted activation byte
     source: str = "uncalibrated"
+    # memory that grows with the image size but not with the batch (oneDNN's workspaces and
+    # reordered buffers, the allocator's slack), in float32 input images of the trial's size
+    workspace_images: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"runtime_mib": self.runtime_mib, "activation_factor": self.activation_factor,
-                "source": self.source}
+                "workspace_images": self.workspace_images, "source": self.source}
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,7 +100,8 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> MemoryCalibration:
     """The calibration ``bench.memory`` wrote (raises ``FileNotFoundError`` before it has)."""
     data = json.loads(path.read_text())
     return MemoryCalibration(float(data["runtime_mib"]), float(data["activation_factor"]),
-                             str(data.get("source", path.name)))
+                             str(data.get("source", path.name)),
+                             float(data.get("workspace_images", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -189,18 +196,21 @@ def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision:
     e_train, e_eval = activation_elements(h, w, num_classes, channels)
     e_batch = eval_batch(per_rank_batch, (h, w))
     runtime = calibration.runtime_mib * MIB
+    workspace = calibration.workspace_images * h * w * channels * 4
     k = calibration.activation_factor
     train_batches = 2 * per_rank_batch * h * w * channels * 4  # two prefetched float32 batches
     training = {
         "activations": k * per_rank_batch * e_train * act_bytes,
         "input pipeline": cached + shuffle + train_batches,
         "model state": state,
+        "workspace": workspace,
         "runtime": runtime,
     }
     evaluation = {  # the training pipeline's buffers stay alive while the model evaluates
         "activations": k * e_batch * e_eval * act_bytes,
         "input pipeline": cached + shuffle + train_batches + 2 * e_batch * h * w * channels * 4,
         "model state": state,
+        "workspace": workspace,
         "runtime": runtime,
     }
     t, e = sum(training.values()), sum(evaluation.values())

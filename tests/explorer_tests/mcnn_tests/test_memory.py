@@ -98,3 +98,13 @@ def test_peak_rss_follows_what_the_process_touched():
                           timeout=60, check=True)
     before, after = map(float, done.stdout.split())
     assert before > 1 and after >= before + 250
+
+
+def test_the_workspace_grows_with_the_image_not_the_batch():
+    cal = MemoryCalibration(600.0, 1.0, workspace_images=50.0)
+    one = predict_peak(image_size=FULL, per_rank_batch=1, precision="float32", n_train=100,
+                       n_val=20, world=1, calibration=cal)
+    two = predict_peak(image_size=FULL, per_rank_batch=2, precision="float32", n_train=100,
+                       n_val=20, world=1, calibration=cal)
+    assert one.parts["workspace"] == two.parts["workspace"] == pytest.approx(
+        50.0 * FULL[0] * FULL[1] * 3 * 4)

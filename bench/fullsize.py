@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, machine, table
+from bench.throughput import matmul_bound, model_only_rate
 from explorer.mcnn.flops import mcnn_flops
 from mcnn_base.cpu import has_bf16, isa_flags
 
@@ -66,8 +67,6 @@ def _child(spec: dict[str, Any], size: tuple[int, int], steps: int,
            bound: tuple[int, float]) -> dict[str, float]:
     """Runs in the child: the step's images/s, and the matmul bound when asked."""
     import tensorflow as tf
-
-    from bench.throughput import matmul_bound, model_only_rate
 
     cores = len(os.sched_getaffinity(0))
     v = Variant(**{**spec, "env": tuple(tuple(e) for e in spec.get("env", ()))})

@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,6 @@ def peak_rss_mib() -> float:
                     return int(line.split()[1]) / 1024.0  # kB
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

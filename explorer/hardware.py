@@ -58,13 +58,7 @@ def _probe(argv: list[str], hosts: Sequence[str],
     except OSError as exc:
         return f"{argv[0]} could not run: {exc.strerror or exc}", False
     found: dict[str, dict[str, Any]] = {}
-    for line in done.stdout.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for record in _records(done.stdout):
         rank = record.get("rank")
         name = record.get("node") if record.get("node") in hosts else (
             hosts[rank] if isinstance(rank, int) and 0 <= rank < len(hosts) else None)
@@ -78,6 +72,24 @@ def _probe(argv: list[str], hosts: Sequence[str],
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         return f"{argv[0]} exited with {done.returncode}: {tail[0][:200]}", False
     return found, False
+
+
+def _records(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in ``text``, wherever it starts: ``mpirun`` forwards each rank's output
+    as it comes, so one rank's record can run on into the next one's without a newline."""
+    decoder = json.JSONDecoder()
+    out: list[dict[str, Any]] = []
+    start = text.find("{")
+    while start >= 0:
+        try:
+            record, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+        start = text.find("{", end)
+    return out
 
 
 def with_hardware(study: optuna.Study, hosts: list[HostInfo], launcher: Launcher,

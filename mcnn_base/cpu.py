@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 __all__ = ["ISA_FLAGS", "cpu_model", "describe", "has_bf16", "isa_flags", "machine_class",
@@ -118,4 +119,5 @@ def describe() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(describe()), flush=True)
+    sys.stdout.write(json.dumps(describe()) + "\n")  # one write: ranks' records do not interleave
+    sys.stdout.flush()

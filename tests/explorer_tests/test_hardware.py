@@ -18,11 +18,14 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class EchoLauncher(Launcher):
-    """Runs a real process that prints the records a probe of ``hosts`` would print."""
+    """Runs a real process that prints the records a probe of ``hosts`` would print, one per
+    line (or, with ``joiner=""``, run into each other, as ``mpirun`` forwarded them once)."""
 
-    def __init__(self, records: list[Any] | None, *, exit_code: int = 0) -> None:
+    def __init__(self, records: list[Any] | None, *, exit_code: int = 0,
+                 joiner: str = "\n") -> None:
         self.records = records
         self.exit_code = exit_code
+        self.joiner = joiner
         self.probes = 0
 
     def launch(self, config_path: Path, resources: Resources, *, workdir: Path,
@@ -34,7 +37,7 @@ class EchoLauncher(Launcher):
         if self.records is None:
             return None
         self.probes += 1
-        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        text = "".join(json.dumps(r) + self.joiner for r in self.records)
         return [sys.executable, "-c", f"import sys; sys.stdout.write({text!r}); "
                 f"sys.stderr.write('orted: lost contact\\n'); sys.exit({self.exit_code})"]
 
@@ -50,6 +53,16 @@ def test_records_map_to_hosts_by_rank_or_by_slurm_node_name():
         "b": {"isa": ["avx512f"], "memory_gib": 60.0}}
     by_node = EchoLauncher([{"rank": 0, "node": "cn2", "isa": [], "memory_gib": 1.0}])
     assert read_hosts(["cn1", "cn2"], by_node, {}) == {"cn2": {"isa": [], "memory_gib": 1.0}}
+
+
+def test_records_that_run_into_each_other_are_all_read():
+    # the shape a CI run saw: '{"rank": 0, ...}{"rank": 1, ...}' on one line
+    records = [{"rank": 0, "node": None, "isa": ["avx512f"], "memory_gib": 8.0},
+               {"rank": 1, "node": None, "isa": ["avx512_bf16"], "memory_gib": 4.0}]
+    launcher = EchoLauncher(["noise {not json", *records, "tail {"], joiner="")
+    assert read_hosts(["a", "b"], launcher, {}) == {
+        "a": {"isa": ["avx512f"], "memory_gib": 8.0},
+        "b": {"isa": ["avx512_bf16"], "memory_gib": 4.0}}
 
 
 def test_a_pool_is_read_once_and_cached_in_the_study():

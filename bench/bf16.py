@@ -1,12 +1,23 @@
-"""bf16 against fp32 on the same training, same run: speed and accuracy together.
+"""Precision modes on the bench workload, same run: speed and accuracy side by side.
 
-    .venv/bin/python -m bench.bf16 [--quick] [--workdir bench-work] [--seeds 3]
+    .venv/bin/python -m bench.bf16 [--seeds 3] [--workdir bench-work] [--quick]
 
-Trains the demo-size task (64×80, 360 synthetic images, 6 classes) for a fixed number of epochs
-with the same config in ``float32`` and ``mixed_bfloat16`` (one process, all cores), for several
-seeds. From each run's epochs: TTA (the TTA clock at the first evaluation at or above the target,
-as the job itself would stop), the final and best validation accuracy, and images/s. Reported:
-medians and bf16 ÷ fp32 — fast and wrong is not a win.
+Runs the recorded table's best config of workload ``bench-v2`` (``bench.table.table_best``: one
+process with both cores) to max epochs in each precision mode the job offers, for several seeds,
+interleaved by seed so that slow drift of the machine hits every mode alike:
+
+* ``float32``;
+* ``mixed_bfloat16``: bf16 compute, float32 variables (Keras's mixed policy);
+* ``float32_bf16math``: a float32 model whose math oneDNN may run in bf16
+  (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``, set by the job before TensorFlow loads).
+
+The bf16-math modes run only where the CPU has bf16 hardware (AVX512_BF16 or AMX): elsewhere
+they are emulated and slower, and the planner refuses them as a study would. Each run is appended to
+``bench/tables/precision.<machine class>.jsonl`` as it finishes and a rerun skips what is
+recorded. Reported per mode: median images/s, TTA at the workload's target (training seconds to
+the first evaluation at or over it), best validation accuracy, how many seeds reached the
+target, and each against float32 of the same seed (median ratio and its range). Fast and wrong is
+not a win. Figures are on a synthetic stand-in for BBBC021.
 """
 
 from __future__ import annotations
@@ -17,64 +28,121 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine, median_rate, run_job, synth_tree, table
+from bench.common import append_jsonl, emit, machine, read_jsonl, synth_tree, table
+from bench.table import (
+    REFERENCE_LAYOUT,
+    TABLES,
+    WORKLOAD,
+    Planned,
+    grid_params,
+    load_table,
+    run_one,
+    table_best,
+)
+from launchers.hosts import detect_local
+from mcnn_base.cpu import has_bf16, isa_flags
 from mcnn_base.native_logs import filter_native_info
+from search_spaces.space import load_space
+
+__all__ = ["MODES", "main", "summarize"]
+
+MODES = ("float32", "mixed_bfloat16", "float32_bf16math")
+
+
+def _tta(record: dict[str, Any], target: float) -> float | None:
+    return next((float(c[1]) for c in record["curve"] if float(c[2]) >= target), None)
+
+
+def summarize(records: list[dict[str, Any]], target: float) -> dict[str, dict[str, Any]]:
+    """Per mode: medians over its completed runs, and ratios to float32 of the same seed."""
+    by = {m: {int(r["seed"]): r for r in records if r["mode"] == m and r["state"] == "completed"}
+          for m in MODES}
+    out: dict[str, dict[str, Any]] = {}
+    for mode, runs in by.items():
+        if not runs:
+            continue
+        rates = [float(r["images_per_sec"]) for r in runs.values() if r.get("images_per_sec")]
+        ttas = [t for r in runs.values() if (t := _tta(r, target)) is not None]
+        best = [max(float(c[2]) for c in r["curve"]) for r in runs.values() if r["curve"]]
+        row: dict[str, Any] = {
+            "runs": len(runs), "reached": len(ttas),
+            "images_per_sec": statistics.median(rates) if rates else None,
+            "tta_s": statistics.median(ttas) if ttas else None,
+            "best_val_accuracy": statistics.median(best) if best else None}
+        pairs = [(r, by["float32"][s]) for s, r in runs.items() if s in by["float32"]]
+        speed = [float(r["images_per_sec"]) / float(f["images_per_sec"]) for r, f in pairs
+                 if r.get("images_per_sec") and f.get("images_per_sec")]
+        tta = [a / b for r, f in pairs if (a := _tta(r, target)) is not None
+               and (b := _tta(f, target)) is not None]
+        row["speed_vs_fp32"] = (statistics.median(speed), min(speed), max(speed)) if speed \
+            else None
+        row["tta_vs_fp32"] = (statistics.median(tta), min(tta), max(tta)) if tta else None
+        out[mode] = row
+    return out
+
+
+def _ratio(r: tuple[float, float, float] | None) -> str:
+    return "-" if r is None else f"{r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI smoke run (1 seed, 2 epochs)")
-    parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--target", type=float, default=0.45)
+    parser.add_argument("--workdir", default="bench-work")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: one seed, one epoch "
+                        "on a small tree into WORKDIR (exercises the code, measures nothing)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    work = Path(args.workdir).resolve()
-    images = 96 if args.quick else 360
-    root = synth_tree(work / f"data-64x80-{images}", (64, 80), images, 5)
-    cores = len(os.sched_getaffinity(0))
-    seeds = [0] if args.quick else list(range(args.seeds))
-    runs: dict[str, list[dict[str, Any]]] = {"float32": [], "mixed_bfloat16": []}
-    for seed in seeds:
-        for precision in runs:
-            cfg = {"data": {"root": str(root), "image_size": [64, 80], "normalize": "standardize",
-                            "cache_dir": str(work / "cache")},
-                   "per_worker_batch": 16, "max_epochs": 2 if args.quick else 12,
-                   "schedule": {"piecewise": "0.02;8;0.004", "warmup_epochs": 0.5},
-                   "precision": precision, "seed": seed,
-                   "intra_op_threads": cores, "inter_op_threads": 2, "comm": "local"}
-            events, _ = run_job(cfg, work / "jobs" / f"bf16-{precision}-{seed}", threads=cores)
-            epochs = [e for e in events if e["event"] == "epoch"]
-            hit = next((e for e in epochs if e["val_accuracy"] >= args.target), None)
-            runs[precision].append({"seed": seed, "tta_s": None if hit is None else
-                                    hit["elapsed_s"],
-                                    "final_val_accuracy": epochs[-1]["val_accuracy"],
-                                    "best_val_accuracy": max(e["val_accuracy"] for e in epochs),
-                                    "images_per_sec": median_rate(events)})
-
-    def med(precision: str, key: str) -> float | None:
-        values = [r[key] for r in runs[precision] if r[key] is not None]
-        return statistics.median(values) if values else None
-
-    rows = []
-    summary: dict[str, Any] = {}
-    for key in ("tta_s", "final_val_accuracy", "best_val_accuracy", "images_per_sec"):
-        fp, bf = med("float32", key), med("mixed_bfloat16", key)
-        ratio = None if fp in (None, 0) or bf is None else bf / fp
-        rows.append([key, fp if fp is not None else "not reached",
-                     bf if bf is not None else "not reached",
-                     "-" if ratio is None else ratio])
-        summary[key] = {"float32": fp, "mixed_bfloat16": bf, "bf16_over_fp32": ratio}
-    reached = {p: sum(r["tta_s"] is not None for r in runs[p]) for p in runs}
+    root = Path(args.workdir).resolve()
+    os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
+    space = load_space(WORKLOAD.space)
+    hosts = [detect_local()]
     facts = machine()
-    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}; seeds {seeds}, "
-          f"target {args.target}")
-    print(table(["median over seeds", "float32", "mixed_bfloat16", "bf16 / fp32"], rows))
-    print(f"runs that reached the target: fp32 {reached['float32']}/{len(seeds)}, "
-          f"bf16 {reached['mixed_bfloat16']}/{len(seeds)}")
-    emit("bf16", {"machine": facts, "quick": args.quick, "seeds": seeds, "runs": runs,
-                  "summary": summary, "reached": reached})
+    flags = isa_flags()
+    native = flags is not None and has_bf16(flags)
+    modes = [m for m in MODES if m == "float32" or native]
+    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+    if args.quick:
+        data = synth_tree(root / "data-64x80-400-m3", WORKLOAD.tiff_size, 400, WORKLOAD.moas)
+        n_train, extra, seeds = 320, {"max_epochs": 1}, [0]
+        params, config_id = {**grid_params(space)[0], **ref}, "grid0"
+        path = root / "precision-quick.jsonl"
+    else:
+        data = root / f"data-{WORKLOAD.id}"
+        if not (data / "BBBC021_v1_image.csv").is_file():
+            WORKLOAD.synthesize(data)
+        n_train, extra, seeds = WORKLOAD.images - WORKLOAD.val_images, {}, list(range(args.seeds))
+        _, records = load_table(None, quick=False)
+        best = table_best(records, space, WORKLOAD.target_accuracy)
+        if best is None:
+            raise SystemExit("error: no config of the recorded table reaches the target")
+        params, config_id = best["params"], best["config_id"]
+        path = TABLES / f"precision.{facts['machine_class']}.jsonl"
+    if len(modes) < len(MODES):
+        print(f"{facts['cpu']} has no bf16 hardware: only float32 runs")
+    done = {(r["mode"], int(r["seed"])) for r in read_jsonl(path) if r["state"] == "completed"}
+    work = root / ("precision-quick-runs" if args.quick else "precision")
+    for seed in seeds:
+        for mode in modes:
+            if (mode, seed) in done:
+                continue
+            p = Planned(f"{mode}:{config_id}", "precision", params, {"precision": mode}, seed)
+            record = {**run_one(p, space, hosts, n_train, data, work, extra), "mode": mode}
+            append_jsonl(path, record)
+            print(f"{mode} seed {seed}: {record['state']}, {record['images_per_sec'] or 0:.0f} "
+                  f"img/s, TTA {_tta(record, WORKLOAD.target_accuracy)}", flush=True)
+    records = [r for r in read_jsonl(path) if int(r["seed"]) in seeds]
+    summary = summarize(records, WORKLOAD.target_accuracy)
+    print(f"workload {WORKLOAD.describe()}; config {config_id} (1 × 2); {facts['cpu']} "
+          f"({facts['machine_class']}); seeds {seeds}; synthetic stand-in")
+    print(table(["mode", "runs", "reached target", "images/s", "× fp32 images/s",
+                 f"TTA at {WORKLOAD.target_accuracy} (s)", "× fp32 TTA", "best val acc"],
+                [[m, s["runs"], s["reached"], s["images_per_sec"], _ratio(s["speed_vs_fp32"]),
+                  "not reached" if s["tta_s"] is None else s["tta_s"], _ratio(s["tta_vs_fp32"]),
+                  s["best_val_accuracy"]] for m, s in summary.items()]))
+    emit("bf16", {"machine": facts, "quick": args.quick, "seeds": seeds, "config": config_id,
+                  "summary": summary})
     return 0
 
 

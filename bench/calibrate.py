@@ -7,7 +7,10 @@ the calibration ``mcnn-explore rehearse`` fits its trial model to
 (``explorer/rehearsal/calibrations/<workload>.<class>.json``, committed):
 
 * compute: the median images/s of every (ranks, threads, per-rank batch) cell the table ran,
-  over its uncontended runs (``bench.surrogate.uncontended``: nothing else slowed them);
+  over its uncontended runs (``bench.surrogate.uncontended``: nothing else slowed them), and
+  every one-host point ``bench.rehearsal_points`` measured on this machine class (other image
+  sizes, and bf16 where the CPU runs it natively), so that the model learns how efficiency
+  grows with the image;
 * convergence: every run of a grid schedule (all seeds), with its global batch, peak LR, warm-up
   and the epochs at its first evaluation at or over the workload's target (None: missed);
 * this machine's fp32 matmul bound per core, measured now (``bench.throughput.matmul_bound``,
@@ -28,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine
+from bench.common import machine, read_jsonl
 from bench.surrogate import uncontended
 from bench.table import WORKLOAD, _commit, load_table
 from bench.throughput import matmul_bound
@@ -38,11 +41,14 @@ from search_spaces.space import load_space
 __all__ = ["calibration"]
 
 OUT = Path(__file__).resolve().parents[1] / "explorer" / "rehearsal" / "calibrations"
+TABLES = Path(__file__).resolve().parent / "tables"
 
 
 def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
-                source: str, bf16_bound_gflops: float | None = None) -> dict[str, Any]:
-    """The calibration document of a table's records (see the module doc)."""
+                source: str, bf16_bound_gflops: float | None = None,
+                points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The calibration document of a table's records and measured ``points`` (see the module
+    doc)."""
     done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
     cells: dict[tuple[int, int, int], list[float]] = defaultdict(list)
     for r in uncontended(done):
@@ -57,6 +63,11 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
     compute = [{"image_size": size, "ranks": k[0], "threads": k[1], "per_rank_batch": k[2],
                 "precision": "float32", "images_per_sec": round(statistics.median(v), 2),
                 "runs": len(v)} for k, v in sorted(cells.items())]
+    compute += [{"image_size": list(p["size"]), "ranks": int(p["ranks"]),
+                 "threads": int(p["threads"]), "per_rank_batch": int(p["per_rank_batch"]),
+                 "precision": str(p["precision"]), "images_per_sec": round(
+                     float(p["images_per_sec"]), 2), "runs": 1, "source": str(p["key"])}
+                for p in points or [] if int(p["hosts"]) == 1]
     target = WORKLOAD.target_accuracy
     convergence = []
     for r in done:
@@ -79,7 +90,9 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
             "startup_s": round(statistics.median(float(r["startup_s"]) for r in done
                                                  if r.get("startup_s") is not None), 2),
             "num_classes": WORKLOAD.classes,
-            "note": (f"{WORKLOAD.describe()}; from {source} ({len(done)} runs), made "
+            "note": (f"{WORKLOAD.describe()}; from {source} ({len(done)} runs) and "
+                     f"{sum(int(p['hosts']) == 1 for p in points or [])} measured one-host "
+                     f"points, made "
                      f"{datetime.date.today()} at commit {_commit()}; synthetic stand-in")}
 
 
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", default=None)
     parser.add_argument("--bound-gflops", type=float, default=None,
                         help="this machine's fp32 matmul bound on all cores (default: measure)")
+    parser.add_argument("--points", default=None, help="bench.rehearsal_points' records "
+                        "(default: bench/tables/rehearsal-points.<the table's class>.jsonl)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="CI smoke run: any class's table, "
                         "a 1024² matmul for 2 s, written under bench-work/")
@@ -101,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         bound = matmul_bound("float32", n, secs) / 1e9  # FLOP/s -> GFLOP/s
     flags = isa_flags()  # a bf16 bound only where bf16 runs natively (else it is emulated)
     bf16 = matmul_bound("bfloat16", n, secs) / 1e9 if flags and has_bf16(flags) else None
+    klass = records[0]["machine"]["machine_class"]
+    points = read_jsonl(Path(args.points) if args.points
+                        else TABLES / f"rehearsal-points.{klass}.jsonl")
     doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
                                                  if len(path.parents) > 2 else path),
-                      bf16_bound_gflops=bf16)
+                      bf16_bound_gflops=bf16, points=points)
     out = Path(args.out) if args.out else (
         Path("bench-work") / "calibration-quick.json" if args.quick
         else OUT / f"{doc['name']}.json")

@@ -4,12 +4,13 @@
 
 No training happens here; it reads the calibration (``bench.calibrate``) and the recorded table:
 
-1. **images/s, leave one layout cell out**: the compute model fitted without a (ranks, threads,
-   per-rank batch) cell predicts it; the relative error of each (target: within 10 %).
-   1b. every layout at 64×80 and 256×320, fp32 and native bf16, measured by
-   ``bench.rehearsal_points``, predicted by the model fitted on the table (FLOP-scaled; target
-   within 10 %); 1c. two network-namespace hosts, each point predicted with a fabric (α,
-   bandwidth) fitted to the others (target within 15 %).
+1. **images/s, leave one point out**: the compute model fitted without a calibration point (a
+   layout cell of the table, or a one-host point of ``bench.rehearsal_points``: other sizes,
+   bf16 where native) predicts it; the relative error of each (target: within 10 %).
+   1b. **leave one size out**: every point at a larger image size, predicted by the model fitted
+   without any point of that size (how well the size term carries to an unmeasured size);
+   1c. two network-namespace hosts, each point predicted with a fabric (α, bandwidth) fitted to
+   the others (target within 15 %).
 2. **TTA of held-out table runs**: for each uncontended grid run of the table, the convergence model
    fitted without it (and the compute model) predicts its TTA; against its measured TTA: the
    median relative error, the share within 25 %, and Kendall's τ between predicted and measured.
@@ -39,8 +40,9 @@ from explorer.cli_rehearse import default_calibration
 from explorer.mcnn.flops import mcnn_params
 from explorer.rehearsal.model import OVERLAP, Calibration, TrialModel, load_calibration
 from explorer.rehearsal.profiles import FABRICS, HOSTS, Fabric, HostProfile, ring_allreduce_s
+from mcnn_base.errors import ConfigError
 
-__all__ = ["compute_loo", "fabric_loo", "fit_fabric", "point_predictions", "tta_loo"]
+__all__ = ["compute_loo", "fabric_loo", "fit_fabric", "size_holdout", "tta_loo"]
 
 SEED_MINUTES = 31.0
 FUSION_BYTES = 128 * 2**20  # as ring_allreduce_s assumes
@@ -53,20 +55,32 @@ def _local(cal: Calibration) -> HostProfile:
                        cal.bf16_gflops_per_core, "the calibration machine")
 
 
-def point_predictions(cal: Calibration, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each measured one-host point (``bench.rehearsal_points``) predicted by the compute model
-    fitted on the whole calibration (FLOP-scaled to the point's size)."""
-    model = TrialModel(cal, _local(cal), FABRICS["opa100"])
+def size_holdout(cal: Calibration) -> list[dict[str, Any]]:
+    """Each compute point at an image size other than the smallest, predicted by the model
+    fitted without any point of that size (so its size term, not the point, sets the rate)."""
+    sizes = sorted({tuple(int(v) for v in p["image_size"]) for p in cal.compute},
+                   key=lambda s: s[0] * s[1])
     out = []
-    for p in points:
-        if int(p["hosts"]) != 1:
+    for size in sizes[1:]:
+        rest = [p for p in cal.compute if tuple(p["image_size"]) != size]
+        try:
+            model = TrialModel(dataclasses.replace(cal, compute=rest), _local(cal),
+                               FABRICS["opa100"])
+        except ConfigError:
             continue
-        pred, flags = model.node_rate(int(p["ranks"]), int(p["threads"]),
-                                      int(p["per_rank_batch"]), (p["size"][0], p["size"][1]),
-                                      str(p["precision"]))
-        out.append({**p, "predicted": pred, "error": pred / float(p["images_per_sec"]) - 1.0,
-                    "flags": flags})
+        for p in cal.compute:
+            if tuple(p["image_size"]) == size:
+                out.append(_predicted(model, p))
     return out
+
+
+def _predicted(model: TrialModel, point: dict[str, Any]) -> dict[str, Any]:
+    pred, flags = model.node_rate(int(point["ranks"]), int(point["threads"]),
+                                  int(point["per_rank_batch"]),
+                                  (int(point["image_size"][0]), int(point["image_size"][1])),
+                                  str(point.get("precision", "float32")))
+    return {**point, "predicted": pred, "error": pred / float(point["images_per_sec"]) - 1.0,
+            "flags": flags}
 
 
 def _comm_rows(points: list[dict[str, Any]], num_classes: int) -> list[dict[str, Any]]:
@@ -123,16 +137,11 @@ def fabric_loo(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compute_loo(cal: Calibration) -> list[dict[str, Any]]:
-    """Each compute cell predicted by the model fitted without it."""
+    """Each compute point predicted by the model fitted without it."""
     out = []
     for i, point in enumerate(cal.compute):
         rest = dataclasses.replace(cal, compute=cal.compute[:i] + cal.compute[i + 1:])
-        model = TrialModel(rest, _local(cal), FABRICS["opa100"])
-        pred, flags = model.node_rate(int(point["ranks"]), int(point["threads"]),
-                                      int(point["per_rank_batch"]),
-                                      tuple(point["image_size"]), "float32")
-        out.append({**point, "predicted": pred,
-                    "error": pred / float(point["images_per_sec"]) - 1.0, "flags": flags})
+        out.append(_predicted(TrialModel(rest, _local(cal), FABRICS["opa100"]), point))
     return out
 
 
@@ -174,28 +183,29 @@ def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float
     return out
 
 
-def _report_points(cal: Calibration, points: list[dict[str, Any]]
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Print sections 1b and 1c (the measured points of ``bench.rehearsal_points``)."""
-    if not points:
-        print("\n1b/1c. no measured points (run python -m bench.rehearsal_points)")
-        return [], []
-    rows = point_predictions(cal, points)
-    print(f"\n1b. images/s of every layout at other sizes and precisions, measured "
-          f"({points[0]['date'][:10]}) against the model fitted on the whole calibration:")
-    print(table(["size", "precision", "ranks × threads", "per-rank batch", "measured",
-                 "predicted", "error"],
-                [[f"{r['size'][0]}×{r['size'][1]}", r["precision"],
-                  f"{r['ranks']} × {r['threads']}", r["per_rank_batch"],
-                  f"{r['images_per_sec']:.1f}", f"{r['predicted']:.1f}",
-                  f"{r['error']:+.1%}"] for r in rows]))
+def _point_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[f"{r['image_size'][0]}×{r['image_size'][1]}", r.get("precision", "float32"),
+             f"{r['ranks']} × {r['threads']}", r["per_rank_batch"],
+             f"{r['images_per_sec']:.1f}", f"{r['predicted']:.1f}",
+             f"{r['error']:+.1%}" + (" (extrapolated)" if r["flags"] else "")] for r in rows]
+
+
+POINT_HEAD = ["size", "precision", "ranks × threads", "per-rank batch", "measured", "predicted",
+              "error"]
+
+
+def _within(rows: list[dict[str, Any]], limit: float) -> str:
     errs = [abs(r["error"]) for r in rows]
-    print(f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; "
-          f"{sum(e <= 0.10 for e in errs)} of {len(errs)} within 10 % (target: all)")
+    return (f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; "
+            f"{sum(e <= limit for e in errs)} of {len(errs)} within {limit:.0%} (target: all)")
+
+
+def _report_fabric(cal: Calibration, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Print section 1c (the two-host points of ``bench.rehearsal_points``)."""
     comm = fabric_loo(_comm_rows(points, cal.num_classes))
     if not comm:
-        print("\n1c. no two-host points")
-        return rows, []
+        print("\n1c. no two-host points (run python -m bench.rehearsal_points)")
+        return []
     net = fit_fabric(_comm_rows(points, cal.num_classes))
     print("\n1c. two network-namespace hosts (one rank each, TCP over a veth bridge), each "
           "predicted with a fabric fitted to the others; compute from one host running the "
@@ -209,7 +219,7 @@ def _report_points(cal: Calibration, points: list[dict[str, Any]]
               f"α {net.alpha_s * 1e6:.0f} µs, {net.bandwidth_Bps * 8 / 1e9:.2f} Gb/s")
     print(f"fabric fitted to all of them: {fitted}; "
           f"{sum(e <= 0.15 for e in ok)} of {len(comm)} within 15 % (target: all)")
-    return rows, comm
+    return comm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,19 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration {path} ({cal.note}); simulated predictions, synthetic stand-in")
 
     rows = compute_loo(cal)
-    errs = [abs(r["error"]) for r in rows]
-    print("\n1. images/s, each layout cell predicted by the model fitted without it:")
-    print(table(["ranks × threads", "per-rank batch", "measured", "predicted", "error"],
-                [[f"{r['ranks']} × {r['threads']}", r["per_rank_batch"],
-                  f"{r['images_per_sec']:.0f}", f"{r['predicted']:.0f}",
-                  f"{r['error']:+.1%}" + (" (extrapolated)" if r["flags"] else "")]
-                 for r in rows]))
-    within = sum(e <= 0.10 for e in errs)
-    print(f"median |error| {statistics.median(errs):.1%}, max {max(errs):.1%}; {within} of "
-          f"{len(errs)} within 10 % (target: all)")
-
-    measured_points = read_jsonl(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl")
-    predicted_points, fabric = _report_points(cal, measured_points)
+    print("\n1. images/s, each compute point predicted by the model fitted without it:")
+    print(table(POINT_HEAD, _point_rows(rows)))
+    print(_within(rows, 0.10))
+    held = size_holdout(cal)
+    if held:
+        print("\n1b. images/s at each larger image size, predicted by the model fitted without "
+              "any point of that size:")
+        print(table(POINT_HEAD, _point_rows(held)))
+        print(_within(held, 0.10))
+    fabric = _report_fabric(cal, read_jsonl(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl"))
 
     pairs = tta_loo(cal, records)
     finite = [(p, m) for p, m in pairs if math.isfinite(p)]
@@ -267,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         "tta_pairs": pairs, "tta_median_rel_error": statistics.median(rel) if rel else None,
         "tta_kendall_tau": tau, "seed_images_per_sec": seed.images_per_sec,
         "seed_20_epochs_min": twenty, "quick": args.quick,
-        "points": [{k: r[k] for k in ("key", "images_per_sec", "predicted", "error")}
-                   for r in predicted_points],
+        "size_holdout": [{k: r[k] for k in ("image_size", "precision", "ranks", "threads",
+                                            "images_per_sec", "predicted", "error")}
+                         for r in held],
         "fabric_loo": [{k: r[k] for k in ("size", "images_per_sec", "predicted", "error")}
                        for r in fabric]})
     return 0

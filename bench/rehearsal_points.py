@@ -7,16 +7,16 @@ Each point is the real job under ``mpirun`` (Horovod, no evaluation, a few epoch
 images/s of the epochs after the first, ``bench.common.median_rate``):
 
 * one host: ranks × threads per rank in {1, 2} × {1, 2} within the cores, at 64×80 (per-rank
-  batch 16) and 256×320 (per-rank batch 4), float32, and ``mixed_bfloat16`` where the CPU runs
-  bf16 natively;
+  batch 16), 256×320 and the full 1024×1280 (per-rank batch 4; 3 epochs of 24 images), float32,
+  and ``mixed_bfloat16`` where the CPU runs bf16 natively;
 * two hosts (``devsupport.netns``, needs root): one rank per host, 1 thread each, at 64×80,
   128×160 and 256×320, over the namespaces' veth bridge (TCP), each beside one host running two
   ranks of one thread (the same cores do the same work; only the allreduce's path differs).
 
 Points are appended to ``bench/tables/rehearsal-points.<machine class>.jsonl`` as they finish;
-a rerun skips recorded points. ``bench.rehearsal_check`` reads them: the compute model, fitted
-on the recorded table, predicts the one-host points (FLOP-scaled to their size); a fabric fitted
-to two of the two-host points predicts the others. Figures are on a synthetic stand-in.
+a rerun skips recorded points. ``bench.calibrate`` adds the one-host points to the rehearsal's
+calibration, and ``bench.rehearsal_check`` predicts each from the others (one point, or one
+whole image size, left out); a fabric fitted to two of the two-host points predicts the others. Figures are on a synthetic stand-in.
 ``--quick`` (CI smoke) measures one tiny point into the work folder.
 """
 
@@ -41,9 +41,9 @@ from mcnn_base.cpu import has_bf16, isa_flags
 __all__ = ["Point", "main", "points"]
 
 TABLES = Path(__file__).resolve().parent / "tables"
-BATCH = {(64, 80): 16, (128, 160): 8, (256, 320): 4}
-IMAGES = {(64, 80): 360, (128, 160): 192, (256, 320): 96}
-SIZES = ((64, 80), (256, 320))  # every layout
+BATCH = {(64, 80): 16, (128, 160): 8, (256, 320): 4, (1024, 1280): 4}
+IMAGES = {(64, 80): 360, (128, 160): 192, (256, 320): 96, (1024, 1280): 24}
+SIZES = ((64, 80), (256, 320), (1024, 1280))  # every layout
 FABRIC_SIZES = ((64, 80), (128, 160), (256, 320))  # two hosts, and one host with two ranks
 
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in todo:
         if p.key in recorded:
             continue
-        record = measure(p, work, 2.0 if args.quick else 4.0)
+        record = measure(p, work, 2.0 if args.quick else 3.0 if p.size == (1024, 1280) else 4.0)
         append_jsonl(path, record)
         recorded[p.key] = record
         print(f"{p.key}: {record['images_per_sec']:.1f} images/s", flush=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from explorer.mcnn.config import BF16_MATH
+
 if TYPE_CHECKING:
     from explorer.mcnn.memory import MemoryEstimate
     from search_spaces.space import Constraints
@@ -93,9 +95,9 @@ def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: b
     ``without_bf16``: the trial's hosts whose ISA flags were read and lack both. On such a CPU
     TensorFlow emulates bf16, which measured 2.7× slower than float32 on an AVX-512F-only Xeon.
     """
-    bad = [] if precision != "mixed_bfloat16" or allow_emulated else list(without_bf16)
+    bad = [] if precision not in BF16_MATH or allow_emulated else list(without_bf16)
     named = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more hosts" if len(bad) > 3 else "")
-    return _verdict(len(bad), f"mixed_bfloat16 on {named}: no bf16 hardware (the CPU "
+    return _verdict(len(bad), f"{precision} on {named}: no bf16 hardware (the CPU "
                     "has neither avx512_bf16 nor amx_bf16), so bf16 is emulated there and runs "
                     "slower than float32; pass --allow-emulated-bf16 to try it anyway")
 

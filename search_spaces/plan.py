@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from explorer.mcnn.config import config_from_dict
+from explorer.mcnn.config import BF16_MATH, config_from_dict
 from explorer.mcnn.memory import MemoryCalibration, default_calibration, predict_peak
 from explorer.mcnn.schedule import parse_piecewise
 from launchers.base import Resources
@@ -136,7 +136,7 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     bf16 = (check_bf16(validated.precision,
                        [h.name for h in chosen if h.bf16_hardware is False],
                        allow_emulated=allow_emulated_bf16)
-            if "precision" in space.dimensions or validated.precision == "mixed_bfloat16"
+            if "precision" in space.dimensions or validated.precision in BF16_MATH
             else None)
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,
                               per_worker_batch=validated.per_worker_batch,

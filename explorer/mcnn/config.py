@@ -18,6 +18,11 @@ from explorer.mcnn.schedule import parse_piecewise
 from mcnn_base.errors import ConfigError
 from mcnn_base.hostnames import validate_hostname
 
+Precision = Literal["float32", "mixed_bfloat16", "float32_bf16math"]
+# the precisions whose math runs in bf16: fast only on a CPU with bf16 hardware
+BF16_MATH = frozenset({"mixed_bfloat16", "float32_bf16math"})
+FPMATH_ENV = "ONEDNN_DEFAULT_FPMATH_MODE"  # float32_bf16math: oneDNN may compute fp32 in bf16
+
 __all__ = [
     "AugmentConfig",
     "DataConfig",
@@ -158,7 +163,8 @@ class TrainConfig(_Strict):
     eval_every_epochs: float = Field(1.0, gt=0.0)
     intra_op_threads: int = Field(0, ge=0)  # 0 = TF default
     inter_op_threads: int = Field(0, ge=0)
-    precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    # float32_bf16math: float32 variables and tensors, oneDNN's math in bf16 (FPMATH_ENV=BF16)
+    precision: Precision = "float32"
     seed: int = 0
     comm: Literal["auto", "horovod", "local"] = "auto"
     events: Path | None = None

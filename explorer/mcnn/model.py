@@ -30,7 +30,7 @@ __all__ = ["FILTERS", "MAX_SCALE", "MCNNSpec", "build_mcnn", "mcnn_spec"]
 
 FILTERS = (16, 16, 16, 32, 32, 32, 64)
 MAX_SCALE = 64
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "float32_bf16math")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def build_mcnn(
         image_size: ``(height, width)`` of the input.
         num_classes: number of output classes (13 = 12 MoA + DMSO).
         channels: input channels (DAPI, Tubulin, Actin).
-        precision: ``"float32"`` or ``"mixed_bfloat16"`` (bf16 compute, float32 variables).
+        precision: ``"float32"``, ``"mixed_bfloat16"`` (bf16 compute, float32 variables) or
+            ``"float32_bf16math"`` (a float32 model; the job lets oneDNN compute in bf16).
         seed: seed for the Glorot initialisers; the same seed gives the same weights.
     """
     import keras
@@ -86,7 +87,7 @@ def build_mcnn(
         raise ConfigError(f"num_classes must be >= 2, got {num_classes=}")
     spec = mcnn_spec(*image_size)
     height, width = image_size
-    policy = keras.DTypePolicy(precision)
+    policy = keras.DTypePolicy("float32" if precision == "float32_bf16math" else precision)
     counter = iter(range(10_000))
 
     def init() -> keras.initializers.Initializer:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from explorer.mcnn.comm import make_comm
-from explorer.mcnn.config import load_config
+from explorer.mcnn.config import FPMATH_ENV, load_config
 from explorer.mcnn.events import EventWriter
 from explorer.mcnn.memory import eval_batch, peak_rss_mib
 from explorer.mcnn.model import build_mcnn
@@ -179,7 +179,8 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
                 phases={k: v - launch for k, v in PHASES.items()}, startup_s=startup_s,
                 steps_per_epoch=steps_per_epoch, global_batch=global_batch,
                 n_train=shards.n_train, n_val=shards.n_val, classes=shards.classes,
-                split=shards.split, shards=str(shards.path))
+                split=shards.split, shards=str(shards.path),
+                onednn_fpmath=os.environ.get(FPMATH_ENV))
 
     max_steps = cfg.max_steps or int(np.ceil(cfg.max_epochs * steps_per_epoch))
     # one period of training between evaluations (one epoch unless eval_every_epochs says)
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER
     events_path = Path(args.events) if args.events else cfg.events
+    if cfg.precision == "float32_bf16math":  # read once, when oneDNN loads
+        os.environ[FPMATH_ENV] = "BF16"
     import_tensorflow()  # its native INFO lines stay out of the job's log (MCNN_VERBOSE=1 keeps them)
     _configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
     PHASES["tf_imported"] = time.time()

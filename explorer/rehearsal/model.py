@@ -3,12 +3,14 @@
 Three parts, each fitted to measured runs held in a :class:`Calibration` (a JSON file: this
 machine's recorded table of real trials, ``bench/tables``, made into one by ``bench.calibrate``):
 
-* **compute**: a node's efficiency (achieved train FLOP/s ÷ its cores' fp32 matmul bound) as a
-  log-linear function of ranks per node, threads per rank and per-rank batch, least squares over
-  the calibration's measured layouts (outside their range, the efficiency at the range's edge);
-  a simulated host runs at that efficiency of *its* matmul bound
-  (:mod:`explorer.rehearsal.profiles`), and another image size scales by the analytic train
-  FLOPs per image (:mod:`explorer.mcnn.flops`);
+* **compute**: a node's efficiency (achieved train FLOP/s ÷ its cores' matmul bound in the
+  run's precision) as a log-linear function of ranks per node, threads per rank, per-rank batch
+  and, when the calibration holds more than one image size, the analytic train FLOPs per image
+  (:mod:`explorer.mcnn.flops`; larger images run nearer the bound); bf16 points, when the
+  calibration has them and its bf16 bound, add an offset and its own size slope. Least squares
+  over the calibration's measured points; outside their range, the efficiency at the range's
+  edge (FLOP-scaled to the size asked). A simulated host runs at that efficiency of *its*
+  matmul bound (:mod:`explorer.rehearsal.profiles`);
 * **communication** between nodes: one ring allreduce of the fp32 gradients per step
   (:func:`~explorer.rehearsal.profiles.ring_allreduce_s`), half of it hidden behind the backward
   pass (Horovod overlaps a gradient's allreduce with the rest of backprop); ranks of one node
@@ -132,6 +134,12 @@ def _lstsq_loo(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.sqrt(np.mean(np.square(res))))
 
 
+def _gflops(point: dict[str, Any], num_classes: int) -> float:
+    """Train GFLOPs per image at a compute point's image size."""
+    h, w = point["image_size"]
+    return mcnn_flops(int(h), int(w), num_classes).train / 1e9
+
+
 def _config_facts(config: dict[str, Any]) -> dict[str, Any]:
     layout = config.get("layout") or {}
     data = config.get("data") or {}
@@ -165,19 +173,34 @@ class TrialModel:
         fp32 = [p for p in cal.compute if p.get("precision", "float32") == "float32"]
         if len(fp32) < 2:
             raise ConfigError(f"calibration {cal.name!r}: needs at least 2 fp32 compute points")
+        bf16 = ([p for p in cal.compute if p.get("precision") == "mixed_bfloat16"]
+                if cal.bf16_gflops_per_core else [])  # rated against the bf16 bound
+        points = fp32 + bf16
+        self.size_term = len({_gflops(p, cal.num_classes) for p in fp32}) > 1
+        self.bf16_fit = len(bf16) >= 2
+        self.bf16_size_term = self.bf16_fit and len({_gflops(p, cal.num_classes)
+                                                     for p in bf16}) > 1
+        if not self.bf16_fit:
+            points = fp32
         rows, ys = [], []
-        for p in fp32:
-            h, w = p["image_size"]
-            flops = mcnn_flops(int(h), int(w), cal.num_classes).train / 1e9
+        for p in points:
+            is_bf16 = p.get("precision") == "mixed_bfloat16"
+            bound = cal.bf16_gflops_per_core if is_bf16 else cal.fp32_gflops_per_core
+            assert bound is not None
+            gflops = _gflops(p, cal.num_classes)
             cores = int(p["ranks"]) * int(p["threads"])
-            eff = float(p["images_per_sec"]) * flops / (cores * cal.fp32_gflops_per_core)
+            eff = float(p["images_per_sec"]) * gflops / (cores * bound)
             rows.append(self._compute_row(int(p["ranks"]), int(p["threads"]),
-                                          int(p["per_rank_batch"])))
+                                          int(p["per_rank_batch"]), gflops, is_bf16))
             ys.append(math.log(eff))
         self.c_coef, self.sigma_rate = _lstsq_loo(np.array(rows), np.array(ys))
-        self.c_range = {k: (min(int(p[k]) for p in fp32), max(int(p[k]) for p in fp32))
+        self.c_range = {k: (min(int(p[k]) for p in points), max(int(p[k]) for p in points))
                         for k in ("ranks", "threads", "per_rank_batch")}
-        self.sizes = {tuple(int(v) for v in p["image_size"]) for p in fp32}
+        self.gflops_range = {prec: (min(_gflops(p, cal.num_classes) for p in pts),
+                                    max(_gflops(p, cal.num_classes) for p in pts))
+                             for prec, pts in (("float32", fp32), ("mixed_bfloat16", bf16))
+                             if pts}
+        self.sizes = {tuple(int(v) for v in p["image_size"]) for p in points}
         reached = [p for p in cal.convergence if p.get("epochs") is not None]
         if len(reached) < 5:
             raise ConfigError(f"calibration {cal.name!r}: needs at least 5 runs that reached "
@@ -186,9 +209,17 @@ class TrialModel:
         self.gb_range = (min(int(p["global_batch"]) for p in reached),
                          max(int(p["global_batch"]) for p in reached))
 
-    @staticmethod
-    def _compute_row(ranks: int, threads: int, batch: int) -> list[float]:
-        return [1.0, math.log(ranks), math.log(threads), math.log(batch)]
+    def _compute_row(self, ranks: int, threads: int, batch: int, gflops: float,
+                     bf16: bool) -> list[float]:
+        row = [1.0, math.log(ranks), math.log(threads), math.log(batch)]
+        if self.size_term:  # bigger images: more threads and ranks pay off (one thread runs
+            lg = math.log(gflops)  # near the bound at every measured size)
+            row += [lg * math.log(ranks), lg * math.log(threads)]
+        if self.bf16_fit:
+            row.append(float(bf16))
+            if self.bf16_size_term:
+                row.append(float(bf16) * math.log(gflops))
+        return row
 
     @staticmethod
     def _conv_row(p: dict[str, Any], mu: float) -> list[float]:
@@ -223,23 +254,34 @@ class TrialModel:
             at[key] = min(max(value, lo), hi)  # beyond the range: its edge's efficiency
             if not lo <= value <= hi:
                 flags.append(f"{key.replace('_', ' ')} {value} (calibrated {lo}–{hi})")
-        if size not in self.sizes:
-            flags.append(f"image size {size[0]}×{size[1]} (calibrated "
-                         f"{', '.join(f'{h}×{w}' for h, w in sorted(self.sizes))}; FLOP-scaled)")
+        flops = mcnn_flops(size[0], size[1], self.cal.num_classes).train / 1e9
         if self.host.name != self.cal.machine_class:
             flags.append(f"host {self.host.name} (calibrated on {self.cal.cpu}; scaled by "
                          "matmul speed)")
+        if precision == "float32_bf16math":
+            flags.append("float32_bf16math rated as float32 (no calibration of bf16 math)")
+        bf16 = precision == "mixed_bfloat16"
+        fitted_bf16 = bf16 and self.bf16_fit and self.host.bf16_gflops_per_core is not None
+        f_lo, f_hi = self.gflops_range["mixed_bfloat16" if fitted_bf16 else "float32"]
+        at_flops = min(max(flops, f_lo), f_hi)  # beyond the calibrated sizes: the edge's
+        if not f_lo <= flops <= f_hi:  # efficiency
+            sizes = ", ".join(f"{h}×{w}" for h, w in sorted(self.sizes))
+            flags.append(f"image size {size[0]}×{size[1]} (calibrated {sizes}; efficiency of "
+                         "the nearest calibrated size, FLOP-scaled)")
         eff = math.exp(float(np.array(self._compute_row(
-            at["ranks"], at["threads"], at["per_rank_batch"])) @ self.c_coef))
+            at["ranks"], at["threads"], at["per_rank_batch"], at_flops, fitted_bf16))
+            @ self.c_coef))
         gflops = self.host.fp32_gflops_per_core
-        if precision == "mixed_bfloat16":
-            if self.host.bf16_gflops_per_core is None:
-                gflops /= EMULATED_BF16_SLOWDOWN
-                flags.append("bf16 emulated on a host without bf16 hardware")
-            else:
-                gflops = self.host.bf16_gflops_per_core * 0.5  # low-channel convs: half-speed
-                flags.append("bf16 (uncalibrated: half the bf16 matmul bound)")
-        flops = mcnn_flops(size[0], size[1], self.cal.num_classes).train / 1e9
+        if bf16 and self.host.bf16_gflops_per_core is None:
+            gflops /= EMULATED_BF16_SLOWDOWN
+            flags.append("bf16 emulated on a host without bf16 hardware")
+        elif fitted_bf16:
+            assert self.host.bf16_gflops_per_core is not None
+            gflops = self.host.bf16_gflops_per_core
+        elif bf16:
+            assert self.host.bf16_gflops_per_core is not None
+            gflops = self.host.bf16_gflops_per_core * 0.5  # low-channel convs: half-speed
+            flags.append("bf16 (uncalibrated: half the bf16 matmul bound)")
         return eff * ranks * threads * gflops / flops, flags
 
     def epochs(self, gb: int, peak_lr: float, warmup: float) -> tuple[float, list[str]]:

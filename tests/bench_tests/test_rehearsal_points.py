@@ -47,4 +47,4 @@ def test_the_points_cover_every_layout_within_the_cores_and_pair_each_two_host_p
     assert all(p.precision == "float32" for p in two_cores)
     for p in (q for q in two_cores if q.hosts == 2):
         assert Point(p.size, 2, 1) in two_cores  # its one-host pair
-    assert sum(p.precision == "mixed_bfloat16" for p in points(2, native_bf16=True)) == 6
+    assert sum(p.precision == "mixed_bfloat16" for p in points(2, native_bf16=True)) == 9

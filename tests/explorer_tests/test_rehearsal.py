@@ -104,6 +104,49 @@ def test_the_model_recovers_its_calibration_and_flags_what_it_extrapolates():
     assert far.compute_s == pytest.approx(8 * 4 / edge, rel=1e-6)
 
 
+def test_a_size_term_and_a_bf16_offset_are_fitted_when_the_calibration_has_them():
+    bf16_bound = 400.0
+
+    def eff(r: int, t: int, b: int, gflops: float, bf16: bool) -> float:
+        lg = math.log(gflops)  # threads and ranks pay more on bigger images
+        return (_eff(r, t, b) * r ** (0.05 * lg) * t ** (0.1 * lg)
+                * (0.6 * gflops ** 0.05 if bf16 else 1.0))
+
+    compute = []
+    for size in ((48, 64), (96, 128), (192, 256)):
+        gflops = mcnn_flops(*size, 4).train / 1e9
+        for r, t in ((1, 1), (1, 2), (2, 1)):
+            for b, bf16 in ((8, False), (16, False), (16, True), (32, True)):
+                bound = bf16_bound if bf16 else BOUND
+                compute.append({"image_size": list(size), "ranks": r, "threads": t,
+                                "per_rank_batch": b,
+                                "precision": "mixed_bfloat16" if bf16 else "float32",
+                                "images_per_sec": eff(r, t, b, gflops, bf16) * r * t * bound / gflops})
+    cal = Calibration.from_dict({**calibration_doc(), "compute": compute,
+                                 "bf16_gflops_per_core": bf16_bound})
+    host = HostProfile(cal.machine_class, 2, 1, ("avx512f", "avx512_bf16"), 24.0, BOUND,
+                       bf16_bound, "test")
+    model = TrialModel(cal, host, FABRICS["opa100"])
+    assert model.size_term and model.bf16_fit and model.sigma_rate == pytest.approx(0, abs=1e-9)
+    mid = (128, 160)  # between the calibrated sizes: the size term interpolates, unflagged
+    gflops = mcnn_flops(*mid, 4).train / 1e9
+    for precision, bound in (("float32", BOUND), ("mixed_bfloat16", bf16_bound)):
+        rate, flags = model.node_rate(1, 2, 16, mid, precision)
+        want = eff(1, 2, 16, gflops, precision != "float32") * 2 * bound / gflops
+        assert rate == pytest.approx(want, rel=1e-6) and flags == []
+    # beyond the largest size: that size's efficiency, FLOP-scaled, and flagged
+    full = mcnn_flops(1024, 1280, 4).train / 1e9
+    edge = mcnn_flops(192, 256, 4).train / 1e9
+    rate, flags = model.node_rate(1, 2, 16, (1024, 1280), "float32")
+    assert rate == pytest.approx(eff(1, 2, 16, edge, False) * 2 * BOUND / full, rel=1e-6)
+    assert any("image size 1024×1280" in f for f in flags)
+    # a host without bf16 hardware: the fp32 rate, emulation's measured slowdown, flagged
+    plain = TrialModel(cal, _local(cal), FABRICS["opa100"])
+    rate, flags = plain.node_rate(1, 2, 16, mid, "mixed_bfloat16")
+    assert rate == pytest.approx(plain.node_rate(1, 2, 16, mid, "float32")[0] / 2.7)
+    assert any("emulated" in f for f in flags)
+
+
 def test_a_simulated_curve_crosses_the_target_where_the_model_says():
     for cross in (1.3, 4.0):
         assert accuracy_curve(cross - 1e-3, cross, 0.8, 0.25, 6.0) < 0.8

@@ -49,8 +49,11 @@ def test_two_rank_training_learns_and_keeps_replicas_identical(tmp_path, synth_t
 
 
 def test_target_accuracy_stops_early_with_tta(tmp_path, synth_tree):
-    job, state, events = _run(tmp_path, synth_tree, target_accuracy=0.05, max_epochs=5)
+    # in float32 with bf16 math: the job lets oneDNN compute in bf16 before TensorFlow loads
+    job, state, events = _run(tmp_path, synth_tree, target_accuracy=0.05, max_epochs=5,
+                              precision="float32_bf16math")
     assert state is JobState.COMPLETED, job.log_tail()
+    assert events[0]["onednn_fpmath"] == "BF16"
     reached = [e for e in events if e["event"] == "target_reached"]
     assert len(reached) == 1 and reached[0]["epoch"] == 1
     assert reached[0]["tta_wall_s"] == pytest.approx(reached[0]["tta_s"] + reached[0]["startup_s"])

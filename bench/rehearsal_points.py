@@ -16,8 +16,8 @@ images/s of the epochs after the first, ``bench.common.median_rate``):
 Points are appended to ``bench/tables/rehearsal-points.<machine class>.jsonl`` as they finish;
 a rerun skips recorded points. ``bench.calibrate`` adds the one-host points to the rehearsal's
 calibration, and ``bench.rehearsal_check`` predicts each from the others (one point, or one
-whole image size, left out); a fabric fitted to two of the two-host points predicts the others. Figures are on a synthetic stand-in.
-``--quick`` (CI smoke) measures one tiny point into the work folder.
+whole image size, left out); a fabric fitted to two of the two-host points predicts the others.
+Figures are on a synthetic stand-in. ``--quick`` (CI smoke) measures one tiny point into the work folder.
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ interleaved by seed so that slow drift of the machine hits every mode alike:
 * ``float32_bf16math``: a float32 model whose math oneDNN may run in bf16
   (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``, set by the job before TensorFlow loads).
 
-The bf16-math modes run only where the CPU has bf16 hardware (AVX512_BF16 or AMX): elsewhere
-they are emulated and slower, and the planner refuses them as a study would. Each run is appended to
+Each mode runs only where the planner would let a study run it: ``mixed_bfloat16`` on bf16
+hardware (AVX512_BF16 or AMX), ``float32_bf16math`` on AMX (oneDNN's bf16 math for float32
+primitives is in its AMX kernels; elsewhere the mode is plain float32). Each run is appended to
 ``bench/tables/precision.<machine class>.jsonl`` as it finishes and a rerun skips what is
 recorded. Reported per mode: median images/s, TTA at the workload's target (training seconds to
-the first evaluation at or over it), best validation accuracy, how many seeds reached the
-target, and each against float32 of the same seed (median ratio and its range). Fast and wrong is
+the first evaluation at or over it, over the runs that reached it: read it with the count that
+did), best validation accuracy, how many seeds reached the target, and each against float32 of
+the same seed (median ratio and its range). Fast and wrong is
 not a win. Figures are on a synthetic stand-in for BBBC021.
 """
 
@@ -40,7 +42,6 @@ from bench.table import (
     table_best,
 )
 from launchers.hosts import detect_local
-from mcnn_base.cpu import has_bf16, isa_flags
 from mcnn_base.native_logs import filter_native_info
 from search_spaces.space import load_space
 
@@ -97,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.workdir).resolve()
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
     space = load_space(WORKLOAD.space)
-    hosts = [detect_local()]
     facts = machine()
-    flags = isa_flags()
-    native = flags is not None and has_bf16(flags)
-    modes = [m for m in MODES if m == "float32" or native]
+    host = detect_local()
+    hosts = [host]
+    allowed = {"float32": True, "mixed_bfloat16": host.bf16_hardware,
+               "float32_bf16math": host.amx_hardware}
+    modes = [m for m in MODES if allowed[m]]
     ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
     if args.quick:
         data = synth_tree(root / "data-64x80-400-m3", WORKLOAD.tiff_size, 400, WORKLOAD.moas)
@@ -117,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         best = table_best(records, space, WORKLOAD.target_accuracy)
         if best is None:
             raise SystemExit("error: no config of the recorded table reaches the target")
-        params, config_id = best["params"], best["config_id"]
+        params, config_id = {**best["params"], **ref}, best["config_id"]
         path = TABLES / f"precision.{facts['machine_class']}.jsonl"
-    if len(modes) < len(MODES):
-        print(f"{facts['cpu']} has no bf16 hardware: only float32 runs")
-    done = {(r["mode"], int(r["seed"])) for r in read_jsonl(path) if r["state"] == "completed"}
+    for m in MODES:
+        if m not in modes:
+            print(f"{m}: not run on {facts['cpu']} ("
+                  f"{'ISA flags not read' if allowed[m] is None else 'no hardware for it'})")
+    ours = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"]
+    done = {(r["mode"], int(r["seed"])) for r in ours if r["state"] == "completed"}
     work = root / ("precision-quick-runs" if args.quick else "precision")
     for seed in seeds:
         for mode in modes:
@@ -132,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             append_jsonl(path, record)
             print(f"{mode} seed {seed}: {record['state']}, {record['images_per_sec'] or 0:.0f} "
                   f"img/s, TTA {_tta(record, WORKLOAD.target_accuracy)}", flush=True)
-    records = [r for r in read_jsonl(path) if int(r["seed"]) in seeds]
+    records = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"
+               and int(r["seed"]) in seeds]
     summary = summarize(records, WORKLOAD.target_accuracy)
-    print(f"workload {WORKLOAD.describe()}; config {config_id} (1 × 2); {facts['cpu']} "
+    layout = f"{params.get('ranks_per_node', 1)} × {params.get('threads_per_rank', 1)}"
+    print(f"workload {WORKLOAD.describe()}; config {config_id} ({layout}); {facts['cpu']} "
           f"({facts['machine_class']}); seeds {seeds}; synthetic stand-in")
     print(table(["mode", "runs", "reached target", "images/s", "× fp32 images/s",
                  f"TTA at {WORKLOAD.target_accuracy} (s)", "× fp32 TTA", "best val acc"],

@@ -67,7 +67,8 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
                  "threads": int(p["threads"]), "per_rank_batch": int(p["per_rank_batch"]),
                  "precision": str(p["precision"]), "images_per_sec": round(
                      float(p["images_per_sec"]), 2), "runs": 1, "source": str(p["key"])}
-                for p in points or [] if int(p["hosts"]) == 1]
+                for p in points or [] if int(p["hosts"]) == 1 and (
+                    p["precision"] == "float32" or bf16_bound_gflops is not None)]
     target = WORKLOAD.target_accuracy
     convergence = []
     for r in done:
@@ -91,8 +92,7 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
                                                  if r.get("startup_s") is not None), 2),
             "num_classes": WORKLOAD.classes,
             "note": (f"{WORKLOAD.describe()}; from {source} ({len(done)} runs) and "
-                     f"{sum(int(p['hosts']) == 1 for p in points or [])} measured one-host "
-                     f"points, made "
+                     f"{len(compute) - len(cells)} measured one-host points, made "
                      f"{datetime.date.today()} at commit {_commit()}; synthetic stand-in")}
 
 

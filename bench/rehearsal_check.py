@@ -55,29 +55,37 @@ def _local(cal: Calibration) -> HostProfile:
                        cal.bf16_gflops_per_core, "the calibration machine")
 
 
+def _size(p: dict[str, Any]) -> tuple[int, int]:
+    return int(p["image_size"][0]), int(p["image_size"][1])
+
+
+def _rated(cal: Calibration) -> list[dict[str, Any]]:
+    """The compute points the model fits: fp32, and bf16 where the calibration has its bound."""
+    return [p for p in cal.compute if p.get("precision", "float32") == "float32"
+            or (p.get("precision") == "mixed_bfloat16" and cal.bf16_gflops_per_core)]
+
+
 def size_holdout(cal: Calibration) -> list[dict[str, Any]]:
     """Each compute point at an image size other than the smallest, predicted by the model
-    fitted without any point of that size (so its size term, not the point, sets the rate)."""
-    sizes = sorted({tuple(int(v) for v in p["image_size"]) for p in cal.compute},
-                   key=lambda s: s[0] * s[1])
+    fitted without any point of that size. A middle size tests the size term's interpolation;
+    the largest lies outside what is left, so it tests the rule for sizes beyond the
+    calibration (the edge size's efficiency, FLOP-scaled)."""
+    sizes = sorted({_size(p) for p in _rated(cal)}, key=lambda s: s[0] * s[1])
     out = []
     for size in sizes[1:]:
-        rest = [p for p in cal.compute if tuple(p["image_size"]) != size]
+        rest = [p for p in cal.compute if _size(p) != size]
         try:
             model = TrialModel(dataclasses.replace(cal, compute=rest), _local(cal),
                                FABRICS["opa100"])
         except ConfigError:
             continue
-        for p in cal.compute:
-            if tuple(p["image_size"]) == size:
-                out.append(_predicted(model, p))
+        out += [_predicted(model, p) for p in _rated(cal) if _size(p) == size]
     return out
 
 
 def _predicted(model: TrialModel, point: dict[str, Any]) -> dict[str, Any]:
     pred, flags = model.node_rate(int(point["ranks"]), int(point["threads"]),
-                                  int(point["per_rank_batch"]),
-                                  (int(point["image_size"][0]), int(point["image_size"][1])),
+                                  int(point["per_rank_batch"]), _size(point),
                                   str(point.get("precision", "float32")))
     return {**point, "predicted": pred, "error": pred / float(point["images_per_sec"]) - 1.0,
             "flags": flags}
@@ -137,11 +145,18 @@ def fabric_loo(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compute_loo(cal: Calibration) -> list[dict[str, Any]]:
-    """Each compute point predicted by the model fitted without it."""
+    """Each compute point the model fits, predicted by the model fitted without it (none where
+    what is left cannot be fitted)."""
     out = []
     for i, point in enumerate(cal.compute):
+        if point not in _rated(cal):
+            continue
         rest = dataclasses.replace(cal, compute=cal.compute[:i] + cal.compute[i + 1:])
-        out.append(_predicted(TrialModel(rest, _local(cal), FABRICS["opa100"]), point))
+        try:
+            model = TrialModel(rest, _local(cal), FABRICS["opa100"])
+        except ConfigError:
+            continue
+        out.append(_predicted(model, point))
     return out
 
 
@@ -187,7 +202,7 @@ def _point_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return [[f"{r['image_size'][0]}×{r['image_size'][1]}", r.get("precision", "float32"),
              f"{r['ranks']} × {r['threads']}", r["per_rank_batch"],
              f"{r['images_per_sec']:.1f}", f"{r['predicted']:.1f}",
-             f"{r['error']:+.1%}" + (" (extrapolated)" if r["flags"] else "")] for r in rows]
+             f"{r['error']:+.1%}" + (" (outside the fit)" if r["flags"] else "")] for r in rows]
 
 
 POINT_HEAD = ["size", "precision", "ranks × threads", "per-rank batch", "measured", "predicted",
@@ -268,15 +283,14 @@ def main(argv: list[str] | None = None) -> int:
           f" step {seed.step_s:.2f} s of which {seed.comm_s * 1e3:.0f} ms allreduce not hidden; "
           f"20 epochs in {twenty:.0f} min against the seed's {SEED_MINUTES:.0f} min "
           f"({twenty / SEED_MINUTES:.2f}×); extrapolated: {'; '.join(seed.extrapolated)}")
+    fields = ("image_size", "precision", "ranks", "threads", "per_rank_batch", "images_per_sec",
+              "predicted", "error")
     emit("rehearsal_check", {"calibration": cal.name, "compute_loo": [
-        {k: r[k] for k in ("ranks", "threads", "per_rank_batch", "images_per_sec", "predicted",
-                           "error")} for r in rows],
+        {k: r.get(k, "float32") for k in fields} for r in rows],
         "tta_pairs": pairs, "tta_median_rel_error": statistics.median(rel) if rel else None,
         "tta_kendall_tau": tau, "seed_images_per_sec": seed.images_per_sec,
         "seed_20_epochs_min": twenty, "quick": args.quick,
-        "size_holdout": [{k: r[k] for k in ("image_size", "precision", "ranks", "threads",
-                                            "images_per_sec", "predicted", "error")}
-                         for r in held],
+        "size_holdout": [{k: r.get(k, "float32") for k in fields} for r in held],
         "fabric_loo": [{k: r[k] for k in ("size", "images_per_sec", "predicted", "error")}
                        for r in fabric]})
     return 0

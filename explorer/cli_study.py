@@ -353,7 +353,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--allow-emulated-bf16", action="store_true",
                    help="let mixed_bfloat16 trials run on hosts whose CPU has no bf16 hardware "
                         "(no avx512_bf16, no amx_bf16): bf16 is emulated there and slower than "
-                        "float32, so by default such trials are infeasible")
+                        "float32, so by default such trials are infeasible; likewise "
+                        "float32_bf16math on hosts without AMX")
     p.add_argument("--launcher", choices=("mpirun", "slurm"), default="mpirun")
     p.add_argument("--srun-mpi", default="pmix", metavar="PLUGIN",
                    help="with --launcher slurm: srun's --mpi plugin (default pmix; pmi2, ...)")

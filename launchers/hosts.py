@@ -41,6 +41,11 @@ class HostInfo:
         """Native bf16 math (AVX512_BF16 or AMX); None when the flags were not read."""
         return None if self.isa is None else has_bf16(self.isa)
 
+    @property
+    def amx_hardware(self) -> bool | None:
+        """AMX tiles with bf16 (where oneDNN runs float32 math in bf16); None when not read."""
+        return None if self.isa is None else "amx_bf16" in self.isa
+
 
 def detect_local() -> HostInfo:
     """Describe this machine from sysfs: usable cores (affinity), sockets and NUMA nodes."""

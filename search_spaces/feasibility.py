@@ -89,14 +89,25 @@ def check_node_batch(per_node: int, ranks: int) -> Verdict:
                     f"{ranks} (every rank needs the same whole batch)")
 
 
-def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: bool) -> Verdict:
-    """bf16 only where the CPU runs it natively (AVX512_BF16 or AMX), unless the user opts in.
+def check_bf16(precision: str, without_bf16: Sequence[str], *, allow_emulated: bool,
+               without_amx: Sequence[str] = ()) -> Verdict:
+    """bf16 math only where the CPU runs it natively, unless the user opts in.
 
-    ``without_bf16``: the trial's hosts whose ISA flags were read and lack both. On such a CPU
-    TensorFlow emulates bf16, which measured 2.7× slower than float32 on an AVX-512F-only Xeon.
+    ``without_bf16``: the trial's hosts whose ISA flags were read and lack both AVX512_BF16 and
+    AMX. On such a CPU TensorFlow emulates ``mixed_bfloat16``, which measured 2.7× slower than
+    float32 on an AVX-512F-only Xeon. ``without_amx``: those whose flags lack AMX. oneDNN runs a
+    float32 primitive's math in bf16 (``float32_bf16math``) on its AMX kernels only; elsewhere
+    the mode is float32 with nothing to gain (BENCHMARKS §1b measures what it costs).
     """
-    bad = [] if precision not in BF16_MATH or allow_emulated else list(without_bf16)
+    if precision not in BF16_MATH or allow_emulated:
+        return _verdict(0, "")
+    amx = precision == "float32_bf16math"
+    bad = list(without_amx if amx else without_bf16)
     named = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more hosts" if len(bad) > 3 else "")
+    if amx:
+        return _verdict(len(bad), f"{precision} on {named}: no AMX (amx_bf16), where oneDNN "
+                        "runs float32 math in bf16, so it is plain float32 there; pass "
+                        "--allow-emulated-bf16 to try it anyway")
     return _verdict(len(bad), f"{precision} on {named}: no bf16 hardware (the CPU "
                     "has neither avx512_bf16 nor amx_bf16), so bf16 is emulated there and runs "
                     "slower than float32; pass --allow-emulated-bf16 to try it anyway")

@@ -108,7 +108,8 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
         hosts: the host pool; a trial with ``nodes = k`` runs on its first ``k`` hosts.
         overrides: config values that win over both ``base`` and samples (e.g. the target).
         allow_emulated_bf16: let ``mixed_bfloat16`` run on hosts whose CPU has no bf16
-            hardware (otherwise such a trial is infeasible).
+            hardware, and ``float32_bf16math`` on hosts without AMX (otherwise such a trial is
+            infeasible).
         memory: the memory model's calibration (default: the one ``bench.memory`` measured,
             if any); with it, a trial whose ranks do not fit a host's memory is infeasible.
 
@@ -135,7 +136,8 @@ def build_plan(space: SearchSpace, params: dict[str, Any], *, data_root: Path, n
     # the bf16 rule in every trial of a space that samples the precision (or sets bf16)
     bf16 = (check_bf16(validated.precision,
                        [h.name for h in chosen if h.bf16_hardware is False],
-                       allow_emulated=allow_emulated_bf16)
+                       allow_emulated=allow_emulated_bf16,
+                       without_amx=[h.name for h in chosen if h.amx_hardware is False])
             if "precision" in space.dimensions or validated.precision in BF16_MATH
             else None)
     verdicts = trial_verdicts(nodes=nodes, ranks=ranks, threads=layout.threads_per_rank,

@@ -175,7 +175,8 @@ def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision:
     Args:
         image_size: the stored (decoded) image size the pipeline holds.
         per_rank_batch: the per-worker batch.
-        precision: ``"float32"`` or ``"mixed_bfloat16"``.
+        precision: ``"float32"`` or ``"mixed_bfloat16"`` (``"float32_bf16math"`` counts as
+            float32: its tensors are float32; not calibrated separately).
         n_train, n_val: images of the split (each rank holds its ``1/world`` share).
         world: ranks in the job.
         calibration: the measured constants (:func:`load_calibration`).

@@ -262,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     events_path = Path(args.events) if args.events else cfg.events
     if cfg.precision == "float32_bf16math":  # read once, when oneDNN loads
         os.environ[FPMATH_ENV] = "BF16"
+    else:  # a setting inherited from the shell must not turn float32 into bf16 math unseen
+        os.environ.pop(FPMATH_ENV, None)
     import_tensorflow()  # its native INFO lines stay out of the job's log (MCNN_VERBOSE=1 keeps them)
     _configure_threads(cfg.intra_op_threads, cfg.inter_op_threads)
     PHASES["tf_imported"] = time.time()

@@ -4,13 +4,15 @@ Three parts, each fitted to measured runs held in a :class:`Calibration` (a JSON
 machine's recorded table of real trials, ``bench/tables``, made into one by ``bench.calibrate``):
 
 * **compute**: a node's efficiency (achieved train FLOP/s ÷ its cores' matmul bound in the
-  run's precision) as a log-linear function of ranks per node, threads per rank, per-rank batch
-  and, when the calibration holds more than one image size, the analytic train FLOPs per image
-  (:mod:`explorer.mcnn.flops`; larger images run nearer the bound); bf16 points, when the
-  calibration has them and its bf16 bound, add an offset and its own size slope. Least squares
-  over the calibration's measured points; outside their range, the efficiency at the range's
-  edge (FLOP-scaled to the size asked). A simulated host runs at that efficiency of *its*
-  matmul bound (:mod:`explorer.rehearsal.profiles`);
+  run's precision) as a log-linear function of ranks per node, threads per rank and per-rank
+  batch. When the calibration holds more than one image size, log(ranks) and log(threads) are
+  also multiplied by the log of the analytic train FLOPs per image (:mod:`explorer.mcnn.flops`):
+  one thread runs near the bound at every measured size, and more threads and ranks pay off on
+  bigger images. bf16 points, when the calibration has two or more and its bf16 bound, add an
+  offset and (over two or more sizes) their own size slope. A term the points cannot determine
+  is left out. Least squares over the calibration's measured points; outside their range, the
+  efficiency at the range's edge (FLOP-scaled to the size asked). A simulated host runs at that
+  efficiency of *its* matmul bound (:mod:`explorer.rehearsal.profiles`);
 * **communication** between nodes: one ring allreduce of the fp32 gradients per step
   (:func:`~explorer.rehearsal.profiles.ring_allreduce_s`), half of it hidden behind the backward
   pass (Horovod overlaps a gradient's allreduce with the rest of backprop); ranks of one node
@@ -175,24 +177,34 @@ class TrialModel:
             raise ConfigError(f"calibration {cal.name!r}: needs at least 2 fp32 compute points")
         bf16 = ([p for p in cal.compute if p.get("precision") == "mixed_bfloat16"]
                 if cal.bf16_gflops_per_core else [])  # rated against the bf16 bound
+        self.lg0 = float(np.mean([math.log(_gflops(p, cal.num_classes)) for p in fp32]))
+        if len(bf16) < 2:
+            bf16 = []
         points = fp32 + bf16
-        self.size_term = len({_gflops(p, cal.num_classes) for p in fp32}) > 1
-        self.bf16_fit = len(bf16) >= 2
-        self.bf16_size_term = self.bf16_fit and len({_gflops(p, cal.num_classes)
-                                                     for p in bf16}) > 1
-        if not self.bf16_fit:
-            points = fp32
-        rows, ys = [], []
+        ys = []
         for p in points:
-            is_bf16 = p.get("precision") == "mixed_bfloat16"
-            bound = cal.bf16_gflops_per_core if is_bf16 else cal.fp32_gflops_per_core
+            bound = cal.bf16_gflops_per_core if p in bf16 else cal.fp32_gflops_per_core
             assert bound is not None
-            gflops = _gflops(p, cal.num_classes)
             cores = int(p["ranks"]) * int(p["threads"])
-            eff = float(p["images_per_sec"]) * gflops / (cores * bound)
-            rows.append(self._compute_row(int(p["ranks"]), int(p["threads"]),
-                                          int(p["per_rank_batch"]), gflops, is_bf16))
-            ys.append(math.log(eff))
+            ys.append(math.log(float(p["images_per_sec"]) * _gflops(p, cal.num_classes)
+                               / (cores * bound)))
+        # the richest set of optional terms the points determine: each needs its own spread
+        # (a size term needs ranks or threads measured at more than one size, a bf16 slope bf16
+        # points at more than one size); a term the data cannot fix is left out, not guessed
+        self.size_term = self.bf16_fit = self.bf16_size_term = False
+        base = np.linalg.matrix_rank(np.array([self._row(p, bf16) for p in points]))
+        for terms in ((True, True, True), (True, True, False), (False, True, True),
+                      (False, True, False), (True, False, False), (False, False, False)):
+            if not bf16 and terms[1]:
+                continue
+            self.size_term, self.bf16_fit, self.bf16_size_term = terms
+            x = np.array([self._row(p, bf16) for p in points])
+            if np.linalg.matrix_rank(x) - base == x.shape[1] - 4:
+                break
+        if not self.bf16_fit:  # (bf16 points always add their offset; kept for safety)
+            ys = ys[:len(fp32)]
+            points, bf16 = fp32, []
+        rows = [self._row(p, bf16) for p in points]
         self.c_coef, self.sigma_rate = _lstsq_loo(np.array(rows), np.array(ys))
         self.c_range = {k: (min(int(p[k]) for p in points), max(int(p[k]) for p in points))
                         for k in ("ranks", "threads", "per_rank_batch")}
@@ -200,7 +212,9 @@ class TrialModel:
                                     max(_gflops(p, cal.num_classes) for p in pts))
                              for prec, pts in (("float32", fp32), ("mixed_bfloat16", bf16))
                              if pts}
-        self.sizes = {tuple(int(v) for v in p["image_size"]) for p in points}
+        self.sizes = {prec: sorted({(int(p["image_size"][0]), int(p["image_size"][1]))
+                                    for p in pts}, key=lambda hw: hw[0] * hw[1])
+                      for prec, pts in (("float32", fp32), ("mixed_bfloat16", bf16)) if pts}
         reached = [p for p in cal.convergence if p.get("epochs") is not None]
         if len(reached) < 5:
             raise ConfigError(f"calibration {cal.name!r}: needs at least 5 runs that reached "
@@ -209,16 +223,20 @@ class TrialModel:
         self.gb_range = (min(int(p["global_batch"]) for p in reached),
                          max(int(p["global_batch"]) for p in reached))
 
+    def _row(self, p: dict[str, Any], bf16: list[dict[str, Any]]) -> list[float]:
+        return self._compute_row(int(p["ranks"]), int(p["threads"]), int(p["per_rank_batch"]),
+                                 _gflops(p, self.cal.num_classes), p in bf16)
+
     def _compute_row(self, ranks: int, threads: int, batch: int, gflops: float,
                      bf16: bool) -> list[float]:
         row = [1.0, math.log(ranks), math.log(threads), math.log(batch)]
+        lg = math.log(gflops) - self.lg0  # centred on the fp32 points' mean
         if self.size_term:  # bigger images: more threads and ranks pay off (one thread runs
-            lg = math.log(gflops)  # near the bound at every measured size)
-            row += [lg * math.log(ranks), lg * math.log(threads)]
+            row += [lg * math.log(ranks), lg * math.log(threads)]  # near the bound at any size)
         if self.bf16_fit:
             row.append(float(bf16))
             if self.bf16_size_term:
-                row.append(float(bf16) * math.log(gflops))
+                row.append(float(bf16) * lg)
         return row
 
     @staticmethod
@@ -265,7 +283,8 @@ class TrialModel:
         f_lo, f_hi = self.gflops_range["mixed_bfloat16" if fitted_bf16 else "float32"]
         at_flops = min(max(flops, f_lo), f_hi)  # beyond the calibrated sizes: the edge's
         if not f_lo <= flops <= f_hi:  # efficiency
-            sizes = ", ".join(f"{h}×{w}" for h, w in sorted(self.sizes))
+            sizes = ", ".join(f"{h}×{w}" for h, w in self.sizes[
+                "mixed_bfloat16" if fitted_bf16 else "float32"])
             flags.append(f"image size {size[0]}×{size[1]} (calibrated {sizes}; efficiency of "
                          "the nearest calibrated size, FLOP-scaled)")
         eff = math.exp(float(np.array(self._compute_row(

@@ -147,6 +147,17 @@ def test_a_size_term_and_a_bf16_offset_are_fitted_when_the_calibration_has_them(
     assert any("emulated" in f for f in flags)
 
 
+def test_a_term_the_points_cannot_determine_is_left_out():
+    # a second size measured at one layout only: the threads × size and ranks × size terms
+    # have nothing to be fitted from, so they are left out, not set by least squares' minimum
+    doc = calibration_doc()
+    one = {**doc["compute"][0], "image_size": [64, 80]}
+    cal = Calibration.from_dict({**doc, "compute": [*doc["compute"], one]})
+    model = TrialModel(cal, _local(cal), FABRICS["opa100"])
+    assert not model.size_term and not model.bf16_fit
+    assert len(model.c_coef) == 4
+
+
 def test_a_simulated_curve_crosses_the_target_where_the_model_says():
     for cross in (1.3, 4.0):
         assert accuracy_curve(cross - 1e-3, cross, 0.8, 0.25, 6.0) < 0.8

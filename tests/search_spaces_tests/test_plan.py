@@ -176,7 +176,6 @@ def _precision_space(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mode", ["mixed_bfloat16", "float32_bf16math"])  # both: bf16 math
 @pytest.mark.parametrize(("isa", "allow", "feasible"), [
     (("avx512f",), False, False),                       # AVX-512F only: bf16 emulated
     (("avx512f",), True, True),                         # --allow-emulated-bf16
@@ -185,12 +184,12 @@ def _precision_space(tmp_path: Path) -> Path:
     (None, False, True),                                # flags not read: cannot tell
 ])
 def test_bf16_is_infeasible_on_a_host_without_bf16_hardware_unless_allowed(tmp_path, isa, allow,
-                                                                          feasible, mode):
+                                                                          feasible):
     space = load_space(_precision_space(tmp_path))
     hosts = [HostInfo("node7", 2, isa=isa)]
     params = {"peak_lr": 0.02, "per_worker_batch": 8, "ranks_per_node": 1,
               "threads_per_rank": 1, "binding": "none"}
-    bf16 = build_plan(space, {**params, "precision": mode}, data_root=tmp_path,
+    bf16 = build_plan(space, {**params, "precision": "mixed_bfloat16"}, data_root=tmp_path,
                       n_train=160, hosts=hosts, allow_emulated_bf16=allow)
     fp32 = build_plan(space, {**params, "precision": "float32"}, data_root=tmp_path,
                       n_train=160, hosts=hosts)
@@ -198,10 +197,29 @@ def test_bf16_is_infeasible_on_a_host_without_bf16_hardware_unless_allowed(tmp_p
     assert bf16.feasible is feasible
     if not feasible:
         assert bf16.constraints["bf16_hardware"] > 0
-        assert bf16.reason == (f"{mode} on node7: no bf16 hardware (the CPU has neither "
+        assert bf16.reason == ("mixed_bfloat16 on node7: no bf16 hardware (the CPU has neither "
                                "avx512_bf16 nor amx_bf16), so bf16 is emulated there and runs "
                                "slower than float32; pass --allow-emulated-bf16 to try it "
                                "anyway")
+
+
+@pytest.mark.parametrize(("isa", "allow", "feasible"), [
+    (("avx512f",), False, False),
+    (("avx512f", "avx512_bf16"), False, False),  # bf16 without AMX: oneDNN's bf16 math is AMX's
+    (("avx512f", "avx512_bf16"), True, True),
+    (("avx512f", "amx_bf16", "amx_tile"), False, True),
+    (None, False, True),
+])
+def test_float32_with_bf16_math_needs_amx(tmp_path, isa, allow, feasible):
+    space = load_space(_precision_space(tmp_path))
+    plan = build_plan(space, {"peak_lr": 0.02, "per_worker_batch": 8, "ranks_per_node": 1,
+                              "threads_per_rank": 1, "binding": "none",
+                              "precision": "float32_bf16math"}, data_root=tmp_path,
+                      n_train=160, hosts=[HostInfo("node7", 2, isa=isa)],
+                      allow_emulated_bf16=allow)
+    assert plan.feasible is feasible
+    if not feasible:
+        assert plan.reason.startswith("float32_bf16math on node7: no AMX (amx_bf16)")
 
 
 def test_a_space_without_precision_has_no_bf16_constraint(tmp_path):

@@ -12,7 +12,8 @@ that has spent its budget ends at once).
 Reported per strategy, median over seeds: the best TTA each study observed within the budget and
 the expected TTA of its pick (median over the table's seeds of that config), beside the replay's
 prediction of both for the same seeds and budget; then whether the replay's ordering of the
-strategies held. Figures are on a synthetic stand-in for BBBC021.
+strategies held (strategies whose picks are within 5 % of each other count as level, so a tie
+the replay predicts is not read as an order). Figures are on a synthetic stand-in for BBBC021.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from mcnn_base.native_logs import filter_native_info
 from search_spaces.baseline import seed_baseline
 from search_spaces.space import load_space
 
-__all__ = ["study_trace"]
+__all__ = ["study_trace", "tiered"]
+
+TIE = 0.05  # strategies whose picks' expected TTA differ by less than this are level
 
 
 def study_trace(study: optuna.Study, model: TableModel,
@@ -145,15 +148,34 @@ def main(argv: list[str] | None = None) -> int:
           f"{budget:.0f} node-s, seeds {seeds}; table {path} (synthetic stand-in)")
     print(table(["strategy", "studies", "best observed TTA s (real)", "(replay)",
                  "expected TTA of the pick s (real)", "(replay)", "studies within 10 %"], rows))
-    order_real = sorted(measured, key=lambda n: measured[n])
-    order_sim = sorted(predicted, key=lambda n: predicted[n])
+    order_real, order_sim = tiered(measured), tiered(predicted)
     held = order_real == order_sim
-    print(f"ordering by the pick's expected TTA: real {order_real}, replay {order_sim}: "
+    print(f"ordering by the pick's expected TTA (strategies within {TIE:.0%} of each other "
+          f"are level): real {_tiers(order_real)}, replay {_tiers(order_sim)}: "
           f"{'held' if held else 'did NOT hold'}")
     emit("search", {"workload": WORKLOAD.id, "machine": machine(), "quick": args.quick,
                     "budget_node_s": budget, "seeds": seeds, "rows": rows,
                     "ordering_held": held})
     return 0
+
+
+def tiered(values: dict[str, float], tie: float = TIE) -> dict[str, int]:
+    """Each name's place, best (lowest) first; a value within ``tie`` (relative) of its tier's
+    first value shares that tier."""
+    out: dict[str, int] = {}
+    head, tier = math.nan, -1
+    for name in sorted(values, key=lambda n: values[n]):
+        v = values[name]
+        if not (v == head or (math.isfinite(v) and math.isfinite(head)
+                              and v <= head * (1 + tie))):
+            head, tier = v, tier + 1
+        out[name] = tier
+    return out
+
+
+def _tiers(places: dict[str, int]) -> str:
+    tiers = [sorted(n for n, t in places.items() if t == k) for k in sorted(set(places.values()))]
+    return " < ".join(" = ".join(t) for t in tiers)
 
 
 if __name__ == "__main__":

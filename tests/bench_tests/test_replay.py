@@ -20,7 +20,7 @@ from bench.replay import (
     oracle,
     replay,
 )
-from bench.search import study_trace
+from bench.search import study_trace, tiered
 from bench.stats import bootstrap_median, bootstrap_ratio
 from bench.surrogate import TableModel, kendall_tau, layout_check
 from bench.table import (
@@ -281,3 +281,9 @@ def test_a_cells_clock_comes_from_its_uncontended_runs_and_every_curve_still_cou
                    "images_per_sec": r["images_per_sec"] / 3.0} for r in records]
     slowed = TableModel(everything, SPACE).times(point)
     assert slowed is not None and slowed[-1] == pytest.approx(3.0 * base[-1])
+
+
+def test_strategies_within_five_percent_are_level_in_the_ordering():
+    assert tiered({"tpe+sh": 56.0, "random": 56.4}) == {"tpe+sh": 0, "random": 0}
+    assert tiered({"a": 50.0, "b": 60.0, "c": 61.0}) == {"a": 0, "b": 1, "c": 1}
+    assert tiered({"a": math.inf, "b": 50.0, "c": math.inf}) == {"b": 0, "a": 1, "c": 1}

@@ -115,8 +115,10 @@ def fit_fabric(rows: list[dict[str, Any]]) -> Fabric | None:
     compute plus the allreduce the model does not hide (``TrialModel.predict``), so
     ``step − compute + OVERLAP·⅔·compute = 2α·buffers + bytes ÷ bandwidth`` (two ranks).
     Rows whose step is no longer than their compute (all communication hidden, or noise) say
-    nothing about the link and are left out. None when the fit is not physical (α or bandwidth
-    ≤ 0) or fewer than two rows are left."""
+    nothing about the link and are left out. Both terms are kept non-negative: when the free fit
+    puts one below zero, the other is fitted alone (a link of latency only, or of bandwidth
+    only), and the fabric says so. None when fewer than two rows are left or neither term fits
+    above zero."""
     rows = [r for r in rows if r["step"] > r["compute"]]
     if len(rows) < 2:
         return None
@@ -124,9 +126,21 @@ def fit_fabric(rows: list[dict[str, Any]]) -> Fabric | None:
                   for r in rows])
     y = np.array([r["step"] - r["compute"] + OVERLAP * 2.0 / 3.0 * r["compute"] for r in rows])
     alpha, inv_bw = np.linalg.lstsq(x, y, rcond=None)[0]
-    if alpha <= 0 or inv_bw <= 0:
-        return None
-    return Fabric("fitted", float(alpha), float(1.0 / inv_bw), "fitted to the two-host points")
+    note = "fitted to the two-host points"
+    if alpha <= 0 < inv_bw or inv_bw <= 0 < alpha or (alpha <= 0 and inv_bw <= 0):
+        only_bw = float(np.linalg.lstsq(x[:, 1:], y, rcond=None)[0][0])
+        only_alpha = float(np.linalg.lstsq(x[:, :1], y, rcond=None)[0][0])
+        sse_bw = float(np.sum(np.square(y - x[:, 1] * only_bw))) if only_bw > 0 else math.inf
+        sse_a = float(np.sum(np.square(y - x[:, 0] * only_alpha))) if only_alpha > 0 \
+            else math.inf
+        if math.isinf(min(sse_bw, sse_a)):
+            return None
+        if sse_bw <= sse_a:
+            alpha, inv_bw, note = 0.0, only_bw, note + " (bandwidth only: α fitted ≤ 0)"
+        else:
+            alpha, inv_bw, note = only_alpha, 0.0, note + " (latency only: bandwidth fitted ∞)"
+    return Fabric("fitted", float(alpha), math.inf if inv_bw == 0 else float(1.0 / inv_bw),
+                  note)
 
 
 def fabric_loo(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -230,8 +244,8 @@ def _report_fabric(cal: Calibration, points: list[dict[str, Any]]) -> list[dict[
                   "-" if r["predicted"] is None else f"{r['predicted']:.1f}",
                   "-" if r["error"] is None else f"{r['error']:+.1%}"] for r in comm]))
     ok = [abs(r["error"]) for r in comm if r["error"] is not None]
-    fitted = ("not physical (α or bandwidth ≤ 0)" if net is None else
-              f"α {net.alpha_s * 1e6:.0f} µs, {net.bandwidth_Bps * 8 / 1e9:.2f} Gb/s")
+    fitted = ("none (no step above its compute)" if net is None else
+              f"α {net.alpha_s * 1e6:.0f} µs, {net.bandwidth_Bps * 8 / 1e9:.2f} Gb/s ({net.note})")
     print(f"fabric fitted to all of them: {fitted}; "
           f"{sum(e <= 0.15 for e in ok)} of {len(comm)} within 15 % (target: all)")
     return comm

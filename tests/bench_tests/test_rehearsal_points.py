@@ -41,6 +41,14 @@ def test_an_unphysical_or_underdetermined_fit_is_refused():
     assert fit_fabric(slower_small) is not None  # the row below its compute is left out
 
 
+def test_a_fit_below_zero_keeps_the_term_that_fits_alone():
+    rows = _rows(Fabric("t", 0.0, 1.0e9, ""))  # a pure-bandwidth link...
+    rows[0] = {**rows[0], "step": rows[0]["step"] * 0.9}  # ...and noise on the small step
+    free = fit_fabric(rows)
+    assert free is not None and free.alpha_s == 0.0 and "bandwidth only" in free.note
+    assert free.bandwidth_Bps == pytest.approx(1.0e9, rel=0.1)
+
+
 def test_the_points_cover_every_layout_within_the_cores_and_pair_each_two_host_point():
     two_cores = points(2, native_bf16=False)
     assert Point((256, 320), 2, 2) not in two_cores  # 4 threads on 2 cores

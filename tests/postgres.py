@@ -15,13 +15,18 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PostgresServer", "bin_dir", "postgres_server", "require_postgres"]
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+__all__ = ["PostgresServer", "assert_all_exited_0", "bin_dir", "launch_argv", "one_parent",
+           "postgres_server", "require_postgres"]
 
 
 def bin_dir() -> Path | None:
@@ -127,3 +132,33 @@ def postgres_server() -> Iterator[PostgresServer]:
                                             "immediate", "-w", "-t", "30", "stop"]),
                            check=False, timeout=60, capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- what the tests of drivers sharing a study on this server need ---------------------------
+def launch_argv(space: Path, tree: Path, study: str, storage: str, tracking: str,
+                workdir: Path, *extra: str) -> list[str]:
+    """``study launch`` on the server's stores (a target no trial reaches, no pruning)."""
+    return [sys.executable, "-m", "explorer.cli", "study", "launch", "--space", str(space),
+            "--data", str(tree), "--study", study, "--storage", storage, "--tracking-uri",
+            tracking, "--target-accuracy", "0.99", "--trial-timeout", "240", "--pruner", "none",
+            "--workdir", str(workdir), *extra]
+
+
+def one_parent(tracking: str, study: str) -> list[Run]:
+    """The study's MLflow runs, asserting that there is exactly one parent (study) run."""
+    client = MlflowClient(tracking)
+    exp = client.get_experiment_by_name(study)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("mcnn.role") == "study"]
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    return runs
+
+
+def assert_all_exited_0(results: list[tuple[subprocess.Popen[str], str]],
+                        pg: PostgresServer) -> None:
+    """Every driver exited 0, without a traceback, and never printed the password."""
+    for d, out in results:
+        assert d.returncode == 0, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        assert pg.password not in out  # storage URLs are printed masked

@@ -35,6 +35,7 @@ from typing import Any
 
 from bench.common import emit, machine, table
 from bench.throughput import matmul_bound, model_only_rate
+from explorer.mcnn.config import FPMATH_ENV
 from explorer.mcnn.flops import mcnn_flops
 from mcnn_base.cpu import has_bf16, isa_flags
 
@@ -53,13 +54,13 @@ class Variant:
 
     @property
     def bf16_math(self) -> bool:
-        return self.precision == "mixed_bfloat16" or ("ONEDNN_DEFAULT_FPMATH_MODE", "BF16") in self.env
+        return self.precision == "mixed_bfloat16" or (FPMATH_ENV, "BF16") in self.env
 
 
 VARIANTS = [Variant("base"), Variant("b2", batch=2), Variant("b8", batch=8),
             Variant("xla", xla=True), Variant("inter", intra=1, inter=0),
             Variant("intra+inter", inter=0),
-            Variant("fpmath-bf16", env=(("ONEDNN_DEFAULT_FPMATH_MODE", "BF16"),)),
+            Variant("fpmath-bf16", env=((FPMATH_ENV, "BF16"),)),
             Variant("bf16", precision="mixed_bfloat16")]
 
 

@@ -127,7 +127,7 @@ def fit_fabric(rows: list[dict[str, Any]]) -> Fabric | None:
     y = np.array([r["step"] - r["compute"] + OVERLAP * 2.0 / 3.0 * r["compute"] for r in rows])
     alpha, inv_bw = np.linalg.lstsq(x, y, rcond=None)[0]
     note = "fitted to the two-host points"
-    if alpha <= 0 < inv_bw or inv_bw <= 0 < alpha or (alpha <= 0 and inv_bw <= 0):
+    if alpha <= 0 or inv_bw <= 0:
         only_bw = float(np.linalg.lstsq(x[:, 1:], y, rcond=None)[0][0])
         only_alpha = float(np.linalg.lstsq(x[:, :1], y, rcond=None)[0][0])
         sse_bw = float(np.sum(np.square(y - x[:, 1] * only_bw))) if only_bw > 0 else math.inf

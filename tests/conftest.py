@@ -2,13 +2,24 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer, postgres_server, require_postgres
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REAL_METADATA = Path(__file__).resolve().parent / "data" / "bbbc021"  # shipped: tests/data/bbbc021
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for one test module (skips where PostgreSQL is missing)."""
+    require_postgres()
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from explorer.mcnn.config import Precision
 from mcnn_base.errors import ConfigError
 
 __all__ = ["FILTERS", "MAX_SCALE", "MCNNSpec", "build_mcnn", "mcnn_spec"]
 
 FILTERS = (16, 16, 16, 32, 32, 32, 64)
 MAX_SCALE = 64
-PRECISIONS = ("float32", "mixed_bfloat16", "float32_bf16math")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)

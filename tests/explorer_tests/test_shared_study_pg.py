@@ -19,8 +19,6 @@ from tests.postgres import (
     assert_all_exited_0,
     launch_argv,
     one_parent,
-    postgres_server,
-    require_postgres,
 )
 from tests.spaces import write_space
 
@@ -30,11 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVERS = 4
 
 
-@pytest.fixture(scope="module")
-def pg():
-    require_postgres()
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

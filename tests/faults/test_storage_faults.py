@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -19,23 +18,15 @@ import pytest
 from tests.conftest import requires_mpi
 from tests.faults.conftest import REPO
 from tests.postgres import (
-    PostgresServer,
     assert_all_exited_0,
     launch_argv,
     one_parent,
-    postgres_server,
-    require_postgres,
 )
 from tests.spaces import write_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi, requires_mpi]
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PostgresServer]:
-    require_postgres()
-    with postgres_server() as server:
-        yield server
 
 
 def _epoch_seen(runs: Path) -> bool:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, machine, table
+from bench.common import append_jsonl, emit, machine, read_jsonl, table
 from bench.throughput import matmul_bound, model_only_rate
 from explorer.mcnn.config import FPMATH_ENV
 from explorer.mcnn.flops import mcnn_flops
@@ -131,19 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                    f"{'-quick' if args.quick else ''}.jsonl")
     if args.fresh and path.exists():
         path.unlink()
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["variant"], r["round"])] = r
+    done = {(r["variant"], r["round"]): r for r in read_jsonl(path)}
     plan = [(Variant("bound"), 0)] + [(v, k) for k in range(rounds) for v in variants]
     for v, k in plan:
         if (v.name, k) in done:
             continue
         result = {"variant": v.name, "round": k, **_run_child(v, (h, w), steps, bound_at),
                   "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with path.open("a") as out:
-            out.write(json.dumps(result) + "\n")
+        append_jsonl(path, result)
         done[(v.name, k)] = result
         print(f"{v.name} round {k}: {result}", flush=True)
     bound = done[("bound", 0)]

@@ -1,10 +1,14 @@
 """Layout search quality: the explorer's throughput study against an exhaustive sweep, same run.
 
-    .venv/bin/python -m bench.layout [--quick] [--workdir bench-work] [--seed 0]
+    .venv/bin/python -m bench.layout [--quick] [--workdir bench-work] [--seed 0] [--size H W]
 
 1. Exhaustive: every feasible layout of ``search_spaces/layout_demo.yaml`` (ranks × threads ×
    binding × inter-op × precision on this node) is run once as the real mpirun job; its steady
-   images/s (median of epochs after the first) and node-seconds are recorded.
+   images/s (median of epochs after the first) and node-seconds are recorded, one line each in
+   ``sweep.jsonl`` of the work directory, so an interrupted sweep resumes where it stopped.
+   ``--size H W`` runs the same sweep at a larger image size (say 512 640 or 1024 1280): the
+   space's image size becomes H×W, on a tree of 60 synthetic H×W images, 4 images per rank per
+   step, and binding none/core only (one socket here, so socket binding adds nothing).
 2. Explorer: ``study launch --objective images_per_sec`` on the same space with a budget of ⅓ of
    the feasible layouts (TPE); compute = the study's node-seconds, infeasible samples cost none.
 3. Baselines: naive ``mpirun -np 2 python -m explorer.mcnn.train`` (Open MPI's default mapping
@@ -28,7 +32,16 @@ from typing import Any
 
 import yaml
 
-from bench.common import emit, machine, median_rate, synth_tree, table, verdict
+from bench.common import (
+    append_jsonl,
+    emit,
+    machine,
+    median_rate,
+    read_jsonl,
+    synth_tree,
+    table,
+    verdict,
+)
 from explorer.cli_study import quiet_libraries
 from explorer.driver import StudyDriver
 from explorer.mcnn.config import config_from_dict
@@ -64,9 +77,13 @@ def _run(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float, fl
 
 def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[Any]],
                n_train: int) -> dict[tuple[Any, ...], dict[str, Any]]:
-    results = {}
+    """Every feasible layout of ``grid``, measured once; resumes from ``work/sweep.jsonl``."""
+    record = work / "sweep.jsonl"
+    results = {_key(r["params"]): r for r in read_jsonl(record)}
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values, strict=True))
+        if _key(params) in results:
+            continue
         plan = build_plan(space, params, data_root=data, n_train=n_train, hosts=[detect_local()],
                           overrides={"eval": False, "target_accuracy": None})  # as the study
         if not plan.feasible:
@@ -80,10 +97,25 @@ def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[
         job.wait(960)
         if job.returncode != 0:
             raise RuntimeError(f"layout {params} failed:\n{job.log_tail(15)}")
-        results[_key(params)] = {"params": params,
-                                 "images_per_sec": median_rate(read_events(wd / "events.jsonl")),
-                                 "node_s": time.time() - job.started}
+        row = {"params": params,
+               "images_per_sec": median_rate(read_events(wd / "events.jsonl")),
+               "node_s": time.time() - job.started}
+        append_jsonl(record, row)
+        results[_key(params)] = row
     return results
+
+
+def sized_space(work: Path, size: tuple[int, int]) -> Path:
+    """The layout space at image size ``size`` (see the module doc), written under ``work``."""
+    doc = yaml.safe_load(SPACE.read_text())
+    doc["name"] = f"layout_{size[0]}x{size[1]}"
+    doc["base"]["per_worker_batch"] = 4
+    doc["base"]["data"]["image_size"] = list(size)
+    doc["dimensions"]["binding"] = {"choices": ["none", "core"]}
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "space.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,13 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run (a 4-layout grid)")
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="sweep at this image size instead of the space's 64×80")
     args = parser.parse_args(argv)
+    if args.quick and args.size:
+        parser.error("--quick runs at 64×80; drop --size")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_libraries()
-    work = Path(args.workdir).resolve() / ("layout-quick" if args.quick else "layout")
-    images = 96 if args.quick else 360
-    data = synth_tree(Path(args.workdir).resolve() / f"data-64x80-{images}", (64, 80), images, 5)
-    space_path = SPACE
+    size: tuple[int, int] = (args.size[0], args.size[1]) if args.size else (64, 80)
+    suffix = "-quick" if args.quick else (f"-{size[0]}x{size[1]}" if args.size else "")
+    work = Path(args.workdir).resolve() / f"layout{suffix}"
+    images = 96 if args.quick else (60 if args.size else 360)
+    data = synth_tree(Path(args.workdir).resolve() / f"data-{size[0]}x{size[1]}-{images}", size,
+                      images, 5)
+    space_path = sized_space(work, size) if args.size else SPACE
+    if args.quick:  # a smoke run measures afresh; a full sweep resumes
+        (work / "sweep.jsonl").unlink(missing_ok=True)
     if args.quick:
         doc = yaml.safe_load(SPACE.read_text())
         doc["base"]["max_epochs"] = 2
@@ -167,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[", ".join(f"{k}={v}" for k, v in r["params"].items()), r["images_per_sec"],
              r["node_s"]] for r in sorted(sweep.values(), key=lambda r: -r["images_per_sec"])]
     facts = machine()
-    print(f"machine: {facts['cpu']}, {facts['cores']} cores; {facts['date']}")
+    print(f"machine: {facts['cpu']}, {facts['cores']} cores, {facts['machine_class']}; "
+          f"{facts['date']}; images {size[0]}×{size[1]} (synthetic stand-in)")
     print(table(["layout (exhaustive sweep)", "img/s", "node-s"], rows))
     print(f"\nexhaustive: {len(sweep)} feasible layouts, {sweep_node_s:.0f} node-s "
           f"({sweep_s:.0f}s wall)")
@@ -179,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         ["best layout / naive mpirun -np 2", best_rate / naive, "-"],
         ["best layout / one process, TF defaults", best_rate / single, "-"],
     ]))
-    emit("layout", {"machine": facts, "quick": args.quick, "layouts": len(sweep),
+    emit("layout", {"machine": facts, "quick": args.quick, "size": list(size),
+                    "layouts": len(sweep),
                     "exhaustive_best": dict(zip(grid, best_key, strict=True)),
                     "exhaustive_best_images_per_sec": best_rate,
                     "found": dict(zip(grid, found_key, strict=True)),

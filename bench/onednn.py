@@ -1,11 +1,13 @@
 """Where a full-size M-CNN train step spends its oneDNN time: kernels chosen and their shares.
 
-    .venv/bin/python -m bench.onednn [--quick] [--precision float32|mixed_bfloat16] [--batch 4]
-                                     [--size 1024x1280] [--steps 3]
+    .venv/bin/python -m bench.onednn [--quick] [--batch 4] [--size 1024x1280] [--steps 3]
+        [--precision float32|mixed_bfloat16|float32_bf16math]
 
 Runs the model-only train step (``bench.throughput.model_only_rate``) in a child process with
 ``ONEDNN_VERBOSE=1`` and sums the ``exec`` lines by primitive, implementation, pass, data type and
 channels/height, per step. Verbose mode slows the step, so read shares, not absolute times.
+``float32_bf16math`` is the fp32 step with ``ONEDNN_DEFAULT_FPMATH_MODE=BF16``, as the job runs
+that precision: the table shows which kernels oneDNN then picks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Iterable
 
 from bench.common import emit, machine, table
+from explorer.mcnn.config import FPMATH_ENV
 from mcnn_base.native_logs import filter_native_info
 
 Key = tuple[str, str, str, str, str]
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", default="mixed_bfloat16",
-                        choices=["float32", "mixed_bfloat16"])
+                        choices=["float32", "mixed_bfloat16", "float32_bf16math"])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", default="1024x1280", help="HEIGHTxWIDTH")
     parser.add_argument("--steps", type=int, default=3)
@@ -63,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             "model_only_rate(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], "
             "int(sys.argv[5]))")
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop(FPMATH_ENV, None)
+    step_precision = args.precision
+    if args.precision == "float32_bf16math":  # fp32 tensors, oneDNN's math in bf16
+        env[FPMATH_ENV], step_precision = "BF16", "float32"
     proc = subprocess.run(  # noqa: S603 - fixed argv, validated values
-        [sys.executable, "-c", code, str(h), str(w), str(args.batch), args.precision,
+        [sys.executable, "-c", code, str(h), str(w), str(args.batch), step_precision,
          str(args.steps)], env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)

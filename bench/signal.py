@@ -1,6 +1,7 @@
 """Does the bench workload have signal? TTA spread between configs against spread between seeds.
 
     .venv/bin/python -m bench.signal [--table FILE] [--targets 0.75 0.8 0.85] [--quick]
+                                     [--workload ID]
 
 A search can only tell configs apart if their TTAs differ by more than one config's runs differ
 from seed to seed. This reads the configs the recorded table ran with several seeds
@@ -34,6 +35,7 @@ from typing import Any
 from bench.common import emit, table, verdict
 from bench.surrogate import Run, TableModel
 from bench.table import WORKLOAD, grid_params, load_table
+from explorer.workloads import WORKLOADS
 from search_spaces.space import SearchSpace, load_space
 
 __all__ = ["signal_at"]
@@ -127,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=float, nargs="+", default=None)
     parser.add_argument("--quick", action="store_true", help="CI smoke run: the workload's "
                         "target only (reads the committed table; no training either way)")
+    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
+                        help=f"whose table to read (default {WORKLOAD.id})")
     args = parser.parse_args(argv)
-    path, records = load_table(args.table, quick=args.quick)
-    space = load_space(WORKLOAD.space)
+    workload = WORKLOADS[args.workload]
+    path, records = load_table(args.table, quick=args.quick, workload=workload)
+    space = load_space(workload.space)
     model = TableModel(records, space)
 
     def on_cell_axis(r: dict[str, Any]) -> Run:
@@ -137,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         assert times is not None
         return model.on_axis(r, r["params"], times)
 
-    targets = args.targets or ([WORKLOAD.target_accuracy] if args.quick else
-                               sorted({0.75, WORKLOAD.target_accuracy, 0.85}))
+    targets = args.targets or ([workload.target_accuracy] if args.quick else
+                               sorted({0.75, workload.target_accuracy, 0.85}))
     classes = sorted({r["machine"]["machine_class"] for r in records})
     cell, own = _repeats(model, on_cell_axis), _repeats(model, _own_run)
     print(f"{path}: {len(cell)} configs with repeats, machine class {', '.join(classes)}; "
-          f"{WORKLOAD.describe()} (synthetic stand-in)")
+          f"{workload.describe()} (synthetic stand-in)")
     summary = []
     for target in targets:
         s, o = signal_at(cell, target), signal_at(own, target)
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
               + ("" if held == points else " [partial table]"))
         summary.append({k: v for k, v in s.items() if k != "rows"} | {"own_ratio": o["ratio"],
                                                                       "whole_space": w})
-    emit("signal", {"workload": WORKLOAD.id, "table": str(path), "machine_class": classes,
+    emit("signal", {"workload": workload.id, "table": str(path), "machine_class": classes,
                     "quick": args.quick, "targets": summary})
     return 0
 

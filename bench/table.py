@@ -1,8 +1,10 @@
 """Record the table of real trials that ``bench.replay`` replays (a tabular search benchmark).
 
-    .venv/bin/python -m bench.table [--workdir bench-work] [--limit N] [--quick]
+    .venv/bin/python -m bench.table [--workdir bench-work] [--limit N] [--quick] [--workload ID]
 
-Real training runs of the frozen workload :data:`WORKLOAD`, each to max epochs with no stop at
+Real training runs of a frozen workload (:data:`WORKLOAD`, the search benchmarks' workload, unless
+``--workload`` names another of ``explorer/workloads.py``: how a new workload's table is recorded
+before the benchmarks move to it), each to max epochs with no stop at
 the target (so that a replay can apply any target and any prune point). Its space is a grid:
 every schedule × batch point is recorded, so the replay looks runs up instead of guessing them.
 What it runs, in this order (a rerun skips every (config, seed) already in the table, so the run
@@ -64,9 +66,17 @@ WORKLOAD = WORKLOADS["bench-v2"]
 REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
 REPEAT_SEEDS = (0, 1, 2)
 REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's runs
-PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}  # the cells' schedule
+# the cells' schedule: these values where the space has them, else each dimension's middle choice
+PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}
 TABLES = Path(__file__).resolve().parent / "tables"
-PRACTITIONER = Path(__file__).resolve().parent / f"practitioner.{WORKLOAD.id}.yaml"
+
+
+def practitioner_file(workload: Workload) -> Path:
+    """The practitioner baseline of ``workload``, written down before its table was recorded."""
+    return Path(__file__).resolve().parent / f"practitioner.{workload.id}.yaml"
+
+
+PRACTITIONER = practitioner_file(WORKLOAD)
 CONFIRM_SEEDS = (0, 1, 2, 3, 4)  # the baselines' seeds in the headline (R = 5)
 BEST_SEEDS = (10, 11, 12, 13, 14)  # the table's best: seeds the table never ran
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +114,18 @@ def _layouts(space: SearchSpace) -> list[dict[str, Any]]:
             for combo in itertools.product(*(space.dimensions[n].choices for n in names))]
 
 
+def probe_params(space: SearchSpace) -> dict[str, Any]:
+    """The cells' schedule (:data:`PROBE`) in ``space``: every non-layout dimension but the batch,
+    at PROBE's value where it is one of the choices, else at the middle choice."""
+    out = {}
+    for name, dim in space.dimensions.items():
+        if name in LAYOUT_DIMS or name == "per_node_batch":
+            continue
+        choices = list(dim.choices)
+        out[name] = PROBE[name] if PROBE.get(name) in choices else choices[len(choices) // 2]
+    return out
+
+
 def _scaled(schedule: str, factor: float) -> str:
     parts = schedule.split(";")
     return ";".join(f"{float(p) * factor:.4g}" if i % 2 == 0 else p for i, p in enumerate(parts))
@@ -112,6 +134,7 @@ def _scaled(schedule: str, factor: float) -> str:
 def config_name(params: dict[str, Any]) -> str:
     """A short, stable name of a config (``lr0.01-wu0-dec5-b32-r1-t2``)."""
     short = {"peak_lr": "lr", "warmup_epochs": "wu", "first_decay_epoch": "dec",
+             "decay_every_epochs": "every", "decay_phases": "n", "decay_factor": "f",
              "per_node_batch": "b", "ranks_per_node": "r", "threads_per_rank": "t"}
     return "-".join(f"{short.get(k, k)}{v:g}" if isinstance(v, float) else f"{short.get(k, k)}{v}"
                     for k, v in params.items())
@@ -124,6 +147,7 @@ def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
     repeats = random.Random(0).sample(range(len(grid)), min(REPEATS, len(grid)))
     ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
     base = seed_baseline(space, hosts, n_train)
+    probe = probe_params(space)
     runs = [Planned(config_name({**grid[i], **ref}), "repeat", {**grid[i], **ref}, seed=s)
             for s in REPEAT_SEEDS for i in repeats]
     runs += [Planned("baseline", "repeat", base.params, base.overrides, seed=s)
@@ -132,7 +156,7 @@ def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
         if layout == ref:
             continue
         for batch in space.dimensions["per_node_batch"].choices:
-            params = {**PROBE, "per_node_batch": batch, **layout}
+            params = {**probe, "per_node_batch": batch, **layout}
             runs.append(Planned(config_name(params), "cells", params))
     runs += [Planned(config_name({**p, **ref}), "grid", {**p, **ref})
              for i, p in enumerate(grid) if i not in repeats]
@@ -162,19 +186,20 @@ def table_best(records: Sequence[dict[str, Any]], space: SearchSpace,
 
 
 def confirm_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
-                 records: Sequence[dict[str, Any]], planned: Sequence[Planned]) -> list[Planned]:
+                 records: Sequence[dict[str, Any]], planned: Sequence[Planned],
+                 workload: Workload = WORKLOAD) -> list[Planned]:
     """The headline's runs (phase 5 of the module doc); none until every ``planned`` run of the
     grid and the repeats is recorded, as the best is not known before."""
     done = {(r["config_id"], r["seed"]) for r in records if r.get("state") == "completed"}
     if any(p.key not in done for p in planned if p.phase in ("grid", "repeat")):
         return []
-    practitioner = file_baseline(PRACTITIONER, hosts)
+    practitioner = file_baseline(practitioner_file(workload), hosts)
     base = seed_baseline(space, hosts, n_train)
     runs = [Planned("practitioner", "confirm", practitioner.params, practitioner.overrides,
                     seed=s) for s in CONFIRM_SEEDS]
     runs += [Planned("baseline", "confirm", base.params, base.overrides, seed=s)
              for s in CONFIRM_SEEDS if ("baseline", s) not in done]
-    best = table_best(records, space, WORKLOAD.target_accuracy)
+    best = table_best(records, space, workload.target_accuracy)
     if best is not None:
         runs += [Planned(f"best:{best['config_id']}", "confirm", best["params"], seed=s)
                  for s in BEST_SEEDS]
@@ -204,19 +229,20 @@ def find_table(workload: Workload, machine_class: str, *, quick: bool,
                      f"--table with one of: {', '.join(map(str, others)) or 'none recorded'}")
 
 
-def load_table(table: str | None, *, quick: bool) -> tuple[Path, list[dict[str, Any]]]:
+def load_table(table: str | None, *, quick: bool,
+               workload: Workload = WORKLOAD) -> tuple[Path, list[dict[str, Any]]]:
     """The table to analyse (``--table``, else :func:`find_table`'s) and its runs of
-    :data:`WORKLOAD`.
+    ``workload``.
 
     Raises:
         SystemExit: no table, or none of its runs is of the workload (a one-line error).
     """
-    path = Path(table) if table else find_table(WORKLOAD, machine()["machine_class"],
+    path = Path(table) if table else find_table(workload, machine()["machine_class"],
                                                 quick=quick)
-    records = [r for r in read_table(path) if r.get("workload") == WORKLOAD.id]
+    records = [r for r in read_table(path) if r.get("workload") == workload.id]
     if not records:
-        raise SystemExit(f"error: {path} holds no run of {WORKLOAD.id}; record them with "
-                         "python -m bench.table")
+        raise SystemExit(f"error: {path} holds no run of {workload.id}; record them with "
+                         f"python -m bench.table --workload {workload.id}")
     return path, records
 
 
@@ -242,7 +268,8 @@ def digest(params: dict[str, Any], overrides: dict[str, Any]) -> str:
 
 
 def run_one(p: Planned, space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
-            data_root: Path, work: Path, extra: dict[str, Any]) -> dict[str, Any]:
+            data_root: Path, work: Path, extra: dict[str, Any],
+            workload: Workload = WORKLOAD) -> dict[str, Any]:
     """Run one planned config to max epochs (no target) and return its table record."""
     plan = build_plan(space, p.params, data_root=data_root, n_train=n_train, hosts=hosts,
                       overrides={**p.overrides, **extra, "target_accuracy": None})
@@ -264,7 +291,7 @@ def run_one(p: Planned, space: SearchSpace, hosts: Sequence[HostInfo], n_train: 
     epochs = [e for e in events if e.get("event") == "epoch"]
     done = next((e for e in events if e.get("event") == "done"), {})
     return {
-        "workload": WORKLOAD.id, "config_id": p.config_id, "phase": p.phase, "seed": p.seed,
+        "workload": workload.id, "config_id": p.config_id, "phase": p.phase, "seed": p.seed,
         "digest": digest(p.params, p.overrides), "params": p.params, "overrides": p.overrides,
         "derived": {k: plan.derived.get(k) for k in ("global_batch", "per_worker_batch",
                                                      "world_size", "updates_per_epoch")},
@@ -295,30 +322,38 @@ def main(argv: list[str] | None = None) -> int:
                         "bench/tables/<workload>.<machine class>.jsonl)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 runs of 1 epoch "
                         "on a small tree into WORKDIR (exercises the code, measures nothing)")
+    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
+                        help=f"the frozen workload to record (default {WORKLOAD.id}, the "
+                        "benchmarks' own); its space must be a grid")
     args = parser.parse_args(argv)
+    workload = WORKLOADS[args.workload]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(args.workdir).resolve()
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
-    space = load_space(WORKLOAD.space)
+    space = load_space(workload.space)
+    try:
+        grid_params(space)
+    except ValueError as exc:  # not a grid space: said before any data is written
+        parser.error(f"workload {workload.id}: {exc}")
     hosts = [detect_local()]
     extra: dict[str, Any] = {}
     if args.quick:
-        data = synth_tree(root / "data-64x80-400-m3", WORKLOAD.tiff_size, 400, WORKLOAD.moas)
+        data = synth_tree(root / "data-64x80-400-m3", workload.tiff_size, 400, workload.moas)
         n_train, extra = 320, {"max_epochs": 1}
         path = Path(args.table) if args.table else root / "table-quick.jsonl"
         limit = 2 if args.limit is None else args.limit
     else:
-        data = root / f"data-{WORKLOAD.id}"
+        data = root / f"data-{workload.id}"
         if not (data / "BBBC021_v1_image.csv").is_file():
-            WORKLOAD.synthesize(data)
-        n_train = WORKLOAD.images - WORKLOAD.val_images
-        path = Path(args.table) if args.table else table_path(WORKLOAD, machine()[
+            workload.synthesize(data)
+        n_train = workload.images - workload.val_images
+        path = Path(args.table) if args.table else table_path(workload, machine()[
             "machine_class"])
         limit = args.limit
     runs = planned_runs(space, hosts, n_train, data)
     records = read_table(path)
     if not args.quick:
-        runs += confirm_runs(space, hosts, n_train, records, runs)
+        runs += confirm_runs(space, hosts, n_train, records, runs, workload)
     classes = {r["machine"]["machine_class"] for r in records}
     here = machine()["machine_class"]
     if classes - {here}:
@@ -327,12 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["config_id"], r["seed"]) for r in records if r.get("state") == "completed"}
     todo = list(_runs_to_do(runs, done))
     print(f"table {path}: {len(done)} of {len(runs)} runs recorded, {len(todo)} to go "
-          f"(workload {WORKLOAD.describe()}, machine class {here}; synthetic stand-in)",
+          f"(workload {workload.describe()}, machine class {here}; synthetic stand-in)",
           flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = root / ("table-quick-runs" if args.quick else f"table-{WORKLOAD.id}")
+    work = root / ("table-quick-runs" if args.quick else f"table-{workload.id}")
     for n, p in enumerate(todo[:limit] if limit is not None else todo, start=1):
-        record = run_one(p, space, hosts, n_train, data, work, extra)
+        record = run_one(p, space, hosts, n_train, data, work, extra, workload)
         with path.open("a") as fh:  # one line per run, written as it comes: resumable
             fh.write(json.dumps(record) + "\n")
         curve = record["curve"]

@@ -32,14 +32,17 @@ from bench.table import (
     find_table,
     grid_params,
     planned_runs,
+    probe_params,
     table_best,
 )
+from bench.table import main as table_main
 from launchers.hosts import HostInfo
 from search_spaces.baseline import seed_baseline
 from search_spaces.space import load_space
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-SPACE = load_space(WORKLOAD.space)
+SPACE_FILE = WORKLOAD.space
+SPACE = load_space(SPACE_FILE)
 HOSTS = [HostInfo("localhost", 2)]
 N_TRAIN = 4000
 EVALS = [0.5 * k for k in range(1, 13)]  # the workload evaluates twice an epoch to 6 epochs
@@ -103,6 +106,19 @@ def test_the_table_plan_covers_the_grid_once_with_repeats_cells_and_neighbours()
     assert {(r.params["ranks_per_node"], r.params["threads_per_rank"]) for r in cells} == {
         (1, 1), (2, 1)}
     assert all({k: r.params[k] for k in PROBE} == PROBE for r in cells) and len(cells) == 6
+
+
+def test_the_cells_probe_keeps_probes_values_and_takes_the_middle_choice_of_other_dims(
+        tmp_path):
+    assert probe_params(SPACE) == PROBE  # bench-v2's cells keep their recorded schedule
+    other = tmp_path / "space.yaml"
+    other.write_text(SPACE_FILE.read_text().replace(
+        "warmup_epochs: {choices: [0.0, 1.0]}", "decay_factor: {choices: [0.5, 0.7, 0.9]}"))
+    space = load_space(other)
+    assert probe_params(space) == {"peak_lr": 0.01, "decay_factor": 0.7, "first_decay_epoch": 5.0}
+    cells = [r for r in planned_runs(space, HOSTS, N_TRAIN, Path("/nonexistent"))
+             if r.phase == "cells"]
+    assert cells and all(r.params["decay_factor"] == 0.7 for r in cells)
 
 
 def test_points_are_looked_up_exactly_and_a_point_the_table_lacks_is_not_answered(setting):
@@ -287,3 +303,11 @@ def test_strategies_within_five_percent_are_level_in_the_ordering():
     assert tiered({"tpe+sh": 56.0, "random": 56.4}) == {"tpe+sh": 0, "random": 0}
     assert tiered({"a": 50.0, "b": 60.0, "c": 61.0}) == {"a": 0, "b": 1, "c": 1}
     assert tiered({"a": math.inf, "b": 50.0, "c": math.inf}) == {"b": 0, "a": 1, "c": 1}
+
+
+def test_a_workload_without_a_grid_space_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        table_main(["--workload", "bench-v1", "--workdir", str(tmp_path / "work")])
+    assert exc.value.code == 2
+    assert "workload bench-v1: the table needs a grid space" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

@@ -50,11 +50,8 @@ def run(workdir: Path, out: Path, port: int) -> None:
                     raise
                 time.sleep(0.5)
         with Browser(Path(tempfile.mkdtemp()) / "chrome", width=1600, height=900) as browser:
-            browser.goto(url)
-            expander = "button[data-component-id*='runnamecellrenderer']"
-            browser.wait_for(f"document.querySelector(\"{expander}\") !== null", timeout=60)
-            browser.eval(f"document.querySelector(\"{expander}\").click()")
-            browser.wait_for("document.body.innerText.includes('trial-000')", timeout=30)
+            browser.goto(url)  # the study's trial runs, sorted by TTA (no parent to expand)
+            browser.wait_for("document.body.innerText.includes('trial-000')", timeout=60)
             time.sleep(1)
             browser.screenshot(out / "mlflow-ui.png", full_page=False)
     finally:

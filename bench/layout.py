@@ -5,7 +5,8 @@
 1. Exhaustive: every feasible layout of ``search_spaces/layout_demo.yaml`` (ranks × threads ×
    binding × inter-op × precision on this node) is run once as the real mpirun job; its steady
    images/s (median of epochs after the first) and node-seconds are recorded, one line each in
-   ``sweep.jsonl`` of the work directory, so an interrupted sweep resumes where it stopped.
+   ``sweep.jsonl`` of the work directory, so an interrupted sweep resumes where it stopped (rows
+   of this grid and machine class only; ``--fresh`` measures all again).
    ``--size H W`` runs the same sweep at a larger image size (say 512 640 or 1024 1280): the
    space's image size becomes H×W, on a tree of 60 synthetic H×W images, 4 images per rank per
    step, and binding none/core only (one socket here, so socket binding adds nothing).
@@ -77,9 +78,13 @@ def _run(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float, fl
 
 def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[Any]],
                n_train: int) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Every feasible layout of ``grid``, measured once; resumes from ``work/sweep.jsonl``."""
+    """Every feasible layout of ``grid``, measured once; resumes from ``work/sweep.jsonl`` (its
+    rows of this grid and this machine class: the sweep is one machine's)."""
     record = work / "sweep.jsonl"
-    results = {_key(r["params"]): r for r in read_jsonl(record)}
+    here = machine()["machine_class"]
+    keys = {tuple(v) for v in itertools.product(*grid.values())}
+    results = {_key(r["params"]): r for r in read_jsonl(record)
+               if r.get("machine_class") == here and _key(r["params"]) in keys}
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values, strict=True))
         if _key(params) in results:
@@ -99,7 +104,8 @@ def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[
             raise RuntimeError(f"layout {params} failed:\n{job.log_tail(15)}")
         row = {"params": params,
                "images_per_sec": median_rate(read_events(wd / "events.jsonl")),
-               "node_s": time.time() - job.started}
+               "node_s": time.time() - job.started, "machine_class": here,
+               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         append_jsonl(record, row)
         results[_key(params)] = row
     return results
@@ -124,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI smoke run (a 4-layout grid)")
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true",
+                        help="measure every layout again instead of resuming the recorded sweep")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                        help="sweep at this image size instead of the space's 64×80")
+                        help="sweep at this image size, with the sized settings of the module doc "
+                        "(4 images per rank, 60 images, binding none/core)")
     args = parser.parse_args(argv)
     if args.quick and args.size:
         parser.error("--quick runs at 64×80; drop --size")
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     data = synth_tree(Path(args.workdir).resolve() / f"data-{size[0]}x{size[1]}-{images}", size,
                       images, 5)
     space_path = sized_space(work, size) if args.size else SPACE
-    if args.quick:  # a smoke run measures afresh; a full sweep resumes
+    if args.quick or args.fresh:  # a smoke run measures afresh; a full sweep resumes
         (work / "sweep.jsonl").unlink(missing_ok=True)
     if args.quick:
         doc = yaml.safe_load(SPACE.read_text())
@@ -205,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     found_rate = sweep[found_key]["images_per_sec"]
     quality = found_rate / best_rate
     compute = study_node_s / sweep_node_s
-    rows = [[", ".join(f"{k}={v}" for k, v in r["params"].items()), r["images_per_sec"],
+    rows = [[", ".join(f"{k}={r['params'][k]}" for k in grid), r["images_per_sec"],
              r["node_s"]] for r in sorted(sweep.values(), key=lambda r: -r["images_per_sec"])]
     facts = machine()
     print(f"machine: {facts['cpu']}, {facts['cores']} cores, {facts['machine_class']}; "
           f"{facts['date']}; images {size[0]}×{size[1]} (synthetic stand-in)")
     print(table(["layout (exhaustive sweep)", "img/s", "node-s"], rows))
     print(f"\nexhaustive: {len(sweep)} feasible layouts, {sweep_node_s:.0f} node-s "
-          f"({sweep_s:.0f}s wall)")
+          f"({sweep_s:.0f} s of wall time in this run; rows resumed from sweep.jsonl cost none)")
     print(f"explorer (TPE, {budget} trials, seed {args.seed}): picked "
           f"{dict(zip(grid, found_key, strict=True))}, {study_node_s:.0f} node-s")
     print(table(["figure", "value", "target"], [

@@ -327,14 +327,17 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks' own); its space must be a grid")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
+    space = load_space(workload.space)
+    try:  # what would stop the table later is said now, before any data is written
+        grid_params(space)
+    except ValueError as exc:  # not a grid space
+        parser.error(f"workload {workload.id}: {exc}")
+    if not practitioner_file(workload).is_file():
+        parser.error(f"workload {workload.id}: write its practitioner baseline "
+                     f"{practitioner_file(workload)} before recording its table")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(args.workdir).resolve()
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
-    space = load_space(workload.space)
-    try:
-        grid_params(space)
-    except ValueError as exc:  # not a grid space: said before any data is written
-        parser.error(f"workload {workload.id}: {exc}")
     hosts = [detect_local()]
     extra: dict[str, Any] = {}
     if args.quick:
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine_class"])
         limit = args.limit
     runs = planned_runs(space, hosts, n_train, data)
-    records = read_table(path)
+    records = [r for r in read_table(path) if r.get("workload") == workload.id]
     if not args.quick:
         runs += confirm_runs(space, hosts, n_train, records, runs, workload)
     classes = {r["machine"]["machine_class"] for r in records}

@@ -110,7 +110,8 @@ def test_the_table_plan_covers_the_grid_once_with_repeats_cells_and_neighbours()
 
 def test_the_cells_probe_keeps_probes_values_and_takes_the_middle_choice_of_other_dims(
         tmp_path):
-    assert probe_params(SPACE) == PROBE  # bench-v2's cells keep their recorded schedule
+    # bench-v2's cells keep their recorded schedule, and their names (config_name's key order)
+    assert list(probe_params(SPACE).items()) == list(PROBE.items())
     other = tmp_path / "space.yaml"
     other.write_text(SPACE_FILE.read_text().replace(
         "warmup_epochs: {choices: [0.0, 1.0]}", "decay_factor: {choices: [0.5, 0.7, 0.9]}"))
@@ -310,4 +311,14 @@ def test_a_workload_without_a_grid_space_is_refused_before_anything_is_written(t
         table_main(["--workload", "bench-v1", "--workdir", str(tmp_path / "work")])
     assert exc.value.code == 2
     assert "workload bench-v1: the table needs a grid space" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_workload_without_its_practitioner_baseline_is_refused_before_anything_is_written(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("bench.table.practitioner_file", lambda w: tmp_path / "missing.yaml")
+    with pytest.raises(SystemExit) as exc:
+        table_main(["--workload", WORKLOAD.id, "--workdir", str(tmp_path / "work")])
+    assert exc.value.code == 2
+    assert "write its practitioner baseline" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()

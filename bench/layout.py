@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +112,35 @@ def exhaustive(space: SearchSpace, data: Path, work: Path, grid: dict[str, list[
     return results
 
 
-def sized_space(work: Path, size: tuple[int, int]) -> Path:
-    """The layout space at image size ``size`` (see the module doc), written under ``work``."""
+def space_variant(work: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The layout space as ``edit`` changes it, written to ``work/space.yaml``."""
     doc = yaml.safe_load(SPACE.read_text())
-    doc["name"] = f"layout_{size[0]}x{size[1]}"
-    doc["base"]["per_worker_batch"] = 4
-    doc["base"]["data"]["image_size"] = list(size)
-    doc["dimensions"]["binding"] = {"choices": ["none", "core"]}
+    edit(doc)
     work.mkdir(parents=True, exist_ok=True)
     path = work / "space.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def sized_space(work: Path, size: tuple[int, int]) -> Path:
+    """The layout space at image size ``size`` (see the module doc), written under ``work``."""
+    def edit(doc: dict[str, Any]) -> None:
+        doc["name"] = f"layout_{size[0]}x{size[1]}"
+        doc["base"]["per_worker_batch"] = 4
+        doc["base"]["data"]["image_size"] = list(size)
+        doc["dimensions"]["binding"] = {"choices": ["none", "core"]}
+    return space_variant(work, edit)
+
+
+def quick_space(work: Path) -> Path:
+    """The CI smoke run's space: a 4-layout grid, 2 epochs."""
+    def edit(doc: dict[str, Any]) -> None:
+        doc["base"]["max_epochs"] = 2
+        doc["base"]["per_worker_batch"] = 8
+        doc["dimensions"] = {"ranks_per_node": {"choices": [1, 2]},
+                             "threads_per_rank": {"choices": [1]},
+                             "binding": {"choices": ["none", "core"]}}
+    return space_variant(work, edit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,19 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     images = 96 if args.quick else (60 if args.size else 360)
     data = synth_tree(Path(args.workdir).resolve() / f"data-{size[0]}x{size[1]}-{images}", size,
                       images, 5)
-    space_path = sized_space(work, size) if args.size else SPACE
+    space_path = (quick_space(work) if args.quick else
+                  sized_space(work, size) if args.size else SPACE)
     if args.quick or args.fresh:  # a smoke run measures afresh; a full sweep resumes
         (work / "sweep.jsonl").unlink(missing_ok=True)
-    if args.quick:
-        doc = yaml.safe_load(SPACE.read_text())
-        doc["base"]["max_epochs"] = 2
-        doc["base"]["per_worker_batch"] = 8
-        doc["dimensions"] = {"ranks_per_node": {"choices": [1, 2]},
-                             "threads_per_rank": {"choices": [1]},
-                             "binding": {"choices": ["none", "core"]}}
-        work.mkdir(parents=True, exist_ok=True)
-        space_path = work / "space.yaml"
-        space_path.write_text(yaml.safe_dump(doc))
     space = load_space(space_path)
     grid = {name: list(dim.choices) for name, dim in space.dimensions.items()}
     for name, default in (("inter_op_threads", 1), ("precision", "float32"),

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine, run_job, synth_tree
+from bench.common import append_jsonl, machine, read_jsonl, run_job, synth_tree
 from bench.surrogate import TableModel
 from explorer.layout_first import LAYOUT_DIMS
 from explorer.mcnn.events import read_events
@@ -248,9 +248,7 @@ def load_table(table: str | None, *, quick: bool,
 
 def read_table(path: Path) -> list[dict[str, Any]]:
     """The records of a table (none when the file does not exist)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def _commit() -> str:
@@ -371,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     work = root / ("table-quick-runs" if args.quick else f"table-{workload.id}")
     for n, p in enumerate(todo[:limit] if limit is not None else todo, start=1):
         record = run_one(p, space, hosts, n_train, data, work, extra, workload)
-        with path.open("a") as fh:  # one line per run, written as it comes: resumable
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(path, record)  # one line per run, written as it comes: resumable
         curve = record["curve"]
         best = max((c[2] for c in curve), default=0.0)
         print(f"[{n}/{len(todo)}] {p.config_id} seed {p.seed} ({p.phase}): {record['state']}, "

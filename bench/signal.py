@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.common import emit, table, verdict
 from bench.surrogate import Run, TableModel
-from bench.table import WORKLOAD, grid_params, load_table
+from bench.table import add_workload_option, grid_params, load_table
 from explorer.workloads import WORKLOADS
 from search_spaces.space import SearchSpace, load_space
 
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", type=float, nargs="+", default=None)
     parser.add_argument("--quick", action="store_true", help="CI smoke run: the workload's "
                         "target only (reads the committed table; no training either way)")
-    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
-                        help=f"whose table to read (default {WORKLOAD.id})")
+    add_workload_option(parser, "whose table to read")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     path, records = load_table(args.table, quick=args.quick, workload=workload)

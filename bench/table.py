@@ -59,8 +59,9 @@ from search_spaces.baseline import file_baseline, seed_baseline
 from search_spaces.plan import build_plan
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["PRACTITIONER", "WORKLOAD", "Planned", "confirm_runs", "digest", "find_table",
-           "grid_params", "load_table", "planned_runs", "read_table", "table_best", "table_path"]
+__all__ = ["PRACTITIONER", "WORKLOAD", "Planned", "add_workload_option", "confirm_runs", "digest",
+           "find_table", "grid_params", "load_table", "planned_runs", "read_table", "table_best",
+           "table_path"]
 
 WORKLOAD = WORKLOADS["bench-v2"]
 REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
@@ -69,6 +70,14 @@ REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's ru
 # the cells' schedule: these values where the space has them, else each dimension's middle choice
 PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}
 TABLES = Path(__file__).resolve().parent / "tables"
+
+
+def add_workload_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--workload ID``: which frozen workload of ``explorer/workloads.py`` a benchmark uses
+    (default :data:`WORKLOAD`, the search benchmarks' own); read it back with
+    ``WORKLOADS[args.workload]``. ``what`` says what the benchmark does with it."""
+    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
+                        help=f"{what} (default {WORKLOAD.id}, the search benchmarks' workload)")
 
 
 def practitioner_file(workload: Workload) -> Path:
@@ -320,9 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bench/tables/<workload>.<machine class>.jsonl)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 runs of 1 epoch "
                         "on a small tree into WORKDIR (exercises the code, measures nothing)")
-    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
-                        help=f"the frozen workload to record (default {WORKLOAD.id}, the "
-                        "benchmarks' own); its space must be a grid")
+    add_workload_option(parser, "the frozen workload to record; its space must be a grid")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     space = load_space(workload.space)

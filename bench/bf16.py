@@ -39,6 +39,7 @@ from bench.table import (
     add_workload_option,
     grid_params,
     load_table,
+    require_complete,
     run_one,
     table_best,
 )
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         path = root / "precision-quick.jsonl"
     else:
         _, records = load_table(None, quick=False, workload=workload)  # refused before any data
+        require_complete(records, space, workload)
         best = table_best(records, space, workload.target_accuracy)
         if best is None:
             raise SystemExit("error: no config of the recorded table reaches the target")
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"
             and r.get("workload") == workload.id]
     done = {(r["mode"], int(r["seed"])) for r in ours if r["state"] == "completed"}
-    work = root / ("precision-quick-runs" if args.quick else "precision")
+    work = root / ("precision-quick-runs" if args.quick else f"precision-{workload.id}")
     for seed in seeds:
         for mode in modes:
             if (mode, seed) in done:

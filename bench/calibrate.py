@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.common import machine, read_jsonl
 from bench.surrogate import uncontended
-from bench.table import WORKLOAD, _commit, add_workload_option, load_table
+from bench.table import _commit, add_workload_option, load_table, require_complete
 from bench.throughput import matmul_bound
 from explorer.workloads import WORKLOADS, Workload
 from mcnn_base.cpu import has_bf16, isa_flags
@@ -47,9 +47,8 @@ TABLES = Path(__file__).resolve().parent / "tables"
 
 
 def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
-                source: str, bf16_bound_gflops: float | None = None,
-                points: list[dict[str, Any]] | None = None,
-                workload: Workload = WORKLOAD) -> dict[str, Any]:
+                source: str, *, workload: Workload, bf16_bound_gflops: float | None = None,
+                points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The calibration document of ``workload``'s table records and measured ``points`` (see
     the module doc)."""
     done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
@@ -114,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     path, records = load_table(args.table, quick=args.quick, workload=workload)
+    if not args.quick:
+        require_complete(records, load_space(workload.space), workload)
     cores = int(records[0]["machine"]["cores"])
     bound = args.bound_gflops
     n, secs = (1024, 2.0) if args.quick else (4096, 10.0)

@@ -35,13 +35,14 @@ import numpy as np
 
 from bench.common import emit, read_jsonl, table
 from bench.surrogate import kendall_tau, uncontended
-from bench.table import WORKLOAD, load_table
+from bench.table import load_table
 from explorer.cli_rehearse import default_calibration
 from explorer.mcnn.flops import mcnn_params
 from explorer.rehearsal.model import OVERLAP, Calibration, TrialModel, load_calibration
 from explorer.rehearsal.profiles import FABRICS, HOSTS, Fabric, HostProfile, ring_allreduce_s
 from explorer.workloads import WORKLOADS, Workload
 from mcnn_base.errors import ConfigError
+from search_spaces.space import load_space
 
 __all__ = ["calibration_workload", "compute_loo", "fabric_loo", "fit_fabric", "size_holdout",
            "tta_loo"]
@@ -176,11 +177,13 @@ def compute_loo(cal: Calibration) -> list[dict[str, Any]]:
     return out
 
 
-def _config(r: dict[str, Any], target: float) -> dict[str, Any]:
+def _config(r: dict[str, Any], target: float, base: dict[str, Any]) -> dict[str, Any]:
+    """A table run as the trial model reads a training config (``base``: the space's)."""
     p = r["params"]
     return {"per_worker_batch": int(r["derived"]["global_batch"]) // int(r["derived"]["world_size"]),
-            "max_epochs": 6.0, "eval_every_epochs": 0.5, "target_accuracy": target,
-            "data": {"image_size": [48, 64]},
+            "max_epochs": float(base["max_epochs"]),
+            "eval_every_epochs": float(base.get("eval_every_epochs", 1.0)),
+            "target_accuracy": target, "data": {"image_size": list(base["data"]["image_size"])},
             "schedule": {"piecewise": f"{p['peak_lr']};{p['first_decay_epoch']};"
                                       f"{p['peak_lr'] * 0.1:.6g}",
                          "warmup_epochs": p.get("warmup_epochs", 0.0)},
@@ -189,12 +192,13 @@ def _config(r: dict[str, Any], target: float) -> dict[str, Any]:
 
 
 def tta_loo(cal: Calibration, records: list[dict[str, Any]],
-            workload: Workload = WORKLOAD) -> list[tuple[float, float]]:
+            workload: Workload) -> list[tuple[float, float]]:
     """(predicted, measured) TTA of every uncontended grid run of ``workload`` (the
     calibration's) that reached the target, each predicted by a model whose convergence fit left
     that run out."""
     target = cal.target
     n_train = workload.images - workload.val_images
+    base = load_space(workload.space).base
     out = []
     done = [r for r in records if r.get("state") == "completed" and r.get("images_per_sec")]
     for r in uncontended(done):
@@ -211,7 +215,7 @@ def tta_loo(cal: Calibration, records: list[dict[str, Any]],
             and c.get("seed") == r["seed"])]
         model = TrialModel(dataclasses.replace(cal, convergence=rest), _local(cal),
                            FABRICS["opa100"])
-        pred = model.predict(_config(r, target), n_train, workload.val_images).tta_s
+        pred = model.predict(_config(r, target, base), n_train, workload.val_images).tta_s
         out.append((math.inf if pred is None else pred, measured))
     return out
 

@@ -30,9 +30,10 @@ baselines, five seeds each, with the node-seconds the fastest strategy took to f
 within 10 % of it.
 
 Figures are simulated from real runs of a synthetic stand-in for BBBC021, on the table's machine
-class; they hold for that workload. Writes ``WORKDIR/replay/best_so_far.html`` and ``.png``.
-Resumable: each finished replay is kept under ``WORKDIR/replay/done/<key>/`` (the key covers the
-table, the target, the budget and the project's code), and a rerun reuses them.
+class; they hold for that workload. Writes ``WORKDIR/replay-<workload>/best_so_far.html`` and
+``.png``. Resumable: each finished replay is kept under ``WORKDIR/replay-<workload>/done/<key>/``
+(the key covers the table, the workload and its space, the target, the budget and the project's
+code), and a rerun reuses them.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from explorer.study import (
     make_sampler,
 )
 from explorer.values import queue_fixed, trial_values
-from explorer.workloads import WORKLOADS
+from explorer.workloads import WORKLOADS, Workload
 from launchers.hosts import HostInfo
 from search_spaces.baseline import Baseline, seed_baseline
 from search_spaces.plan import build_plan
@@ -248,12 +249,14 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
     return trace
 
 
-def _key(table: Path, target: float, budget_s: float) -> str:
+def _key(table: Path, workload: Workload, target: float, budget_s: float) -> str:
     """What a finished replay depends on besides its strategy and seed: the table's content,
-    the target, the budget and the project's code (the samplers and pruners it replays)."""
+    the workload and its space, the target, the budget and the project's code (the samplers and
+    pruners it replays)."""
     code = sorted(Path(__file__).resolve().parents[1].glob("*/*.py"))  # bench/, explorer/, ...
-    text = b"".join([table.read_bytes(), *(p.read_bytes() for p in code),
-                     f"{target}:{budget_s}".encode()])
+    text = b"".join([table.read_bytes(), workload.space.read_bytes(),
+                     *(p.read_bytes() for p in code),
+                     f"{workload.id}:{target}:{budget_s}".encode()])
     return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -439,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
           f"baseline {'misses the target' if math.isinf(base_tta) else f'{base_tta:.1f}s'}",
           flush=True)
     traces: dict[str, list[Trace]] = {}
-    out = Path(args.workdir) / ("replay-quick" if args.quick else "replay")
-    done_dir = out / "done" / _key(path, args.target, s.budget_s)
+    out = Path(args.workdir) / ("replay-quick" if args.quick else f"replay-{workload.id}")
+    done_dir = out / "done" / _key(path, workload, args.target, s.budget_s)
     for name in _available(strategies, print):
         traces[name] = [_resumed(done_dir, name, seed, functools.partial(replay, s, name, seed))
                         for seed in range(seeds)]

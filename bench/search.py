@@ -31,7 +31,7 @@ import optuna
 from bench.common import emit, machine, synth_tree, table
 from bench.replay import QUALITY, STRATEGIES, Setting, oracle, replay
 from bench.surrogate import TableModel
-from bench.table import add_workload_option, digest, load_table
+from bench.table import add_workload_option, digest, load_table, require_complete
 from explorer.cli_study import quiet_libraries
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
     path, table_records = load_table(args.table, quick=args.quick, workload=workload)
     space = load_space(workload.space)
+    if not args.quick:
+        require_complete(table_records, space, workload)
     model = TableModel(table_records, space)
     full = _median([float(r["job_wall_s"]) for r in model.records])
     hosts = [detect_local()]

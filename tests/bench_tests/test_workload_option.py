@@ -5,7 +5,10 @@ that figures recorded on an earlier bench workload stay reproducible after the d
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +18,11 @@ from bench.rehearsal_check import calibration_workload
 from bench.replay import main as replay_main
 from bench.search import main as search_main
 from bench.signal import main as signal_main
+from bench.table import REFERENCE_LAYOUT, WORKLOAD, grid_params
 from explorer.cli_rehearse import default_calibration
 from explorer.rehearsal.model import load_calibration
 from explorer.workloads import WORKLOADS
+from search_spaces.space import load_space
 
 WITH_WORKDIR: list[tuple[str, Callable[[list[str]], int]]] = [
     ("replay", replay_main), ("search", search_main), ("bf16", bf16_main)]
@@ -52,3 +57,45 @@ def test_the_rehearsal_check_reads_the_table_of_its_calibrations_workload():
     with pytest.raises(SystemExit, match=r"^error: calibration nope\.avx512 names no workload"):
         calibration_workload(dataclasses.replace(cal, name="nope.avx512"))
 
+
+
+def _one_grid_run(path: Path, workload_id: str) -> Path:
+    """A table holding a single completed grid run of ``workload_id`` (the bench space)."""
+    params: dict[str, Any] = {**grid_params(load_space(WORKLOAD.space))[0], **REFERENCE_LAYOUT}
+    record = {"workload": workload_id, "config_id": "one", "phase": "grid", "seed": 0,
+              "params": params, "overrides": {}, "curve": [[0.5, 10.0, 0.5]], "n_train": 100,
+              "images_per_sec": 100.0, "startup_s": 5.0, "job_wall_s": 20.0,
+              "state": "completed", "machine": {"machine_class": "avx512", "cores": 2}}
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("name", "main"), [("search", search_main), ("calibrate", calibrate_main)])
+def test_a_partial_table_is_refused_by_a_benchmark_that_picks_or_fits_from_it(
+        name, main, tmp_path, monkeypatch):
+    monkeypatch.setenv("MCNN_CACHE_DIR", str(tmp_path / "cache"))
+    table = _one_grid_run(tmp_path / "table.jsonl", WORKLOAD.id)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--table", str(table), "--workload", WORKLOAD.id]
+    if name == "search":
+        argv += ["--workdir", str(tmp_path / "work")]
+    points = len(grid_params(load_space(WORKLOAD.space)))
+    with pytest.raises(SystemExit, match=rf"^error: the table of {WORKLOAD.id} holds 1 of "
+                                         rf"{points} grid points; finish it first"):
+        main(argv)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.jsonl"]
+
+
+def test_a_table_without_a_run_of_the_workload_is_refused(tmp_path):
+    table = _one_grid_run(tmp_path / "table.jsonl", "bench-v2")
+    with pytest.raises(SystemExit, match=r"^error: \S+table\.jsonl holds no run of bench-v3;"):
+        signal_main(["--table", str(table), "--workload", "bench-v3"])
+
+
+def test_an_earlier_workloads_committed_table_is_still_read_by_its_id(capsys):
+    assert signal_main(["--workload", "bench-v2", "--quick"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("BENCH_JSON "))
+    result = json.loads(line.removeprefix("BENCH_JSON "))
+    assert result["workload"] == "bench-v2" and result["table"].endswith(".jsonl")
+    assert "/bench-v2." in result["table"] and result["targets"][0]["target"] == 0.8

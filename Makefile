@@ -33,7 +33,7 @@ bench: setup
 	$(PY) -m bench.table --workdir $(BENCH_WORK)
 	$(PY) -m bench.signal
 	$(PY) -m bench.replay --workdir $(BENCH_WORK)
-	$(PY) -m bench.calibrate
+	$(PY) -m bench.calibrate --workload bench-v2  # the rehearsal's calibration (BENCHMARKS §6)
 	$(PY) -m bench.rehearsal_points --workdir $(BENCH_WORK)
 	$(PY) -m bench.rehearsal_check
 	$(PY) -m bench.memory --workdir $(BENCH_WORK)

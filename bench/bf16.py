@@ -1,8 +1,9 @@
 """Precision modes on the bench workload, same run: speed and accuracy side by side.
 
     .venv/bin/python -m bench.bf16 [--seeds 3] [--workdir bench-work] [--quick]
+                                   [--workload ID]
 
-Runs the recorded table's best config of workload ``bench-v2`` (``bench.table.table_best``: one
+Runs the recorded table's best config of the bench workload (``bench.table.table_best``: one
 process with both cores) to max epochs in each precision mode the job offers, for several seeds,
 interleaved by seed so that slow drift of the machine hits every mode alike:
 
@@ -34,13 +35,15 @@ from bench.common import append_jsonl, emit, machine, read_jsonl, synth_tree, ta
 from bench.table import (
     REFERENCE_LAYOUT,
     TABLES,
-    WORKLOAD,
     Planned,
+    add_workload_option,
     grid_params,
     load_table,
+    require_complete,
     run_one,
     table_best,
 )
+from explorer.workloads import WORKLOADS
 from launchers.hosts import detect_local
 from mcnn_base.native_logs import filter_native_info
 from search_spaces.space import load_space
@@ -93,11 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: one seed, one epoch "
                         "on a small tree into WORKDIR (exercises the code, measures nothing)")
+    add_workload_option(parser, "whose table's best config to run")
     args = parser.parse_args(argv)
+    workload = WORKLOADS[args.workload]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(args.workdir).resolve()
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
-    space = load_space(WORKLOAD.space)
+    space = load_space(workload.space)
     facts = machine()
     host = detect_local()
     hosts = [host]
@@ -106,45 +111,47 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in MODES if allowed[m]]
     ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
     if args.quick:
-        data = synth_tree(root / "data-64x80-400-m3", WORKLOAD.tiff_size, 400, WORKLOAD.moas)
+        data = synth_tree(root / "data-64x80-400-m3", workload.tiff_size, 400, workload.moas)
         n_train, extra, seeds = 320, {"max_epochs": 1}, [0]
         params, config_id = {**grid_params(space)[0], **ref}, "grid0"
         path = root / "precision-quick.jsonl"
     else:
-        data = root / f"data-{WORKLOAD.id}"
-        if not (data / "BBBC021_v1_image.csv").is_file():
-            WORKLOAD.synthesize(data)
-        n_train, extra, seeds = WORKLOAD.images - WORKLOAD.val_images, {}, list(range(args.seeds))
-        _, records = load_table(None, quick=False)
-        best = table_best(records, space, WORKLOAD.target_accuracy)
+        _, records = load_table(None, quick=False, workload=workload)  # refused before any data
+        require_complete(records, space, workload)
+        best = table_best(records, space, workload.target_accuracy)
         if best is None:
             raise SystemExit("error: no config of the recorded table reaches the target")
+        data = root / f"data-{workload.id}"
+        if not (data / "BBBC021_v1_image.csv").is_file():
+            workload.synthesize(data)
+        n_train, extra, seeds = workload.images - workload.val_images, {}, list(range(args.seeds))
         params, config_id = {**best["params"], **ref}, best["config_id"]
         path = TABLES / f"precision.{facts['machine_class']}.jsonl"
     for m in MODES:
         if m not in modes:
             print(f"{m}: not run on {facts['cpu']} ("
                   f"{'ISA flags not read' if allowed[m] is None else 'no hardware for it'})")
-    ours = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"]
+    ours = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"
+            and r.get("workload") == workload.id]
     done = {(r["mode"], int(r["seed"])) for r in ours if r["state"] == "completed"}
-    work = root / ("precision-quick-runs" if args.quick else "precision")
+    work = root / ("precision-quick-runs" if args.quick else f"precision-{workload.id}")
     for seed in seeds:
         for mode in modes:
             if (mode, seed) in done:
                 continue
             p = Planned(f"{mode}:{config_id}", "precision", params, {"precision": mode}, seed)
-            record = {**run_one(p, space, hosts, n_train, data, work, extra), "mode": mode}
+            record = {**run_one(p, space, hosts, n_train, data, work, extra, workload), "mode": mode}
             append_jsonl(path, record)
             print(f"{mode} seed {seed}: {record['state']}, {record['images_per_sec'] or 0:.0f} "
-                  f"img/s, TTA {_tta(record, WORKLOAD.target_accuracy)}", flush=True)
+                  f"img/s, TTA {_tta(record, workload.target_accuracy)}", flush=True)
     records = [r for r in read_jsonl(path) if r["config_id"] == f"{r['mode']}:{config_id}"
-               and int(r["seed"]) in seeds]
-    summary = summarize(records, WORKLOAD.target_accuracy)
+               and r.get("workload") == workload.id and int(r["seed"]) in seeds]
+    summary = summarize(records, workload.target_accuracy)
     layout = f"{params.get('ranks_per_node', 1)} × {params.get('threads_per_rank', 1)}"
-    print(f"workload {WORKLOAD.describe()}; config {config_id} ({layout}); {facts['cpu']} "
+    print(f"workload {workload.describe()}; config {config_id} ({layout}); {facts['cpu']} "
           f"({facts['machine_class']}); seeds {seeds}; synthetic stand-in")
     print(table(["mode", "runs", "reached target", "images/s", "× fp32 images/s",
-                 f"TTA at {WORKLOAD.target_accuracy} (s)", "× fp32 TTA", "best val acc"],
+                 f"TTA at {workload.target_accuracy} (s)", "× fp32 TTA", "best val acc"],
                 [[m, s["runs"], s["reached"], s["images_per_sec"], _ratio(s["speed_vs_fp32"]),
                   "not reached" if s["tta_s"] is None else s["tta_s"], _ratio(s["tta_vs_fp32"]),
                   s["best_val_accuracy"]] for m, s in summary.items()]))

@@ -1,6 +1,7 @@
 """Make the rehearsal's calibration from this machine's recorded table of real trials.
 
     .venv/bin/python -m bench.calibrate [--table FILE] [--bound-gflops X] [--out FILE]
+                                       [--workload ID]
 
 Reads the table ``bench.table`` recorded (``bench/tables/<workload>.<class>.jsonl``) and writes
 the calibration ``mcnn-explore rehearse`` fits its trial model to
@@ -33,8 +34,9 @@ from typing import Any
 
 from bench.common import machine, read_jsonl
 from bench.surrogate import uncontended
-from bench.table import WORKLOAD, _commit, load_table
+from bench.table import _commit, add_workload_option, load_table, require_complete
 from bench.throughput import matmul_bound
+from explorer.workloads import WORKLOADS, Workload
 from mcnn_base.cpu import has_bf16, isa_flags
 from search_spaces.space import load_space
 
@@ -45,10 +47,10 @@ TABLES = Path(__file__).resolve().parent / "tables"
 
 
 def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
-                source: str, bf16_bound_gflops: float | None = None,
+                source: str, *, workload: Workload, bf16_bound_gflops: float | None = None,
                 points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The calibration document of a table's records and measured ``points`` (see the module
-    doc)."""
+    """The calibration document of ``workload``'s table records and measured ``points`` (see
+    the module doc)."""
     done = [r for r in records if r.get("state") == "completed" and r.get("curve")]
     cells: dict[tuple[int, int, int], list[float]] = defaultdict(list)
     for r in uncontended(done):
@@ -58,7 +60,7 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
             per_rank = int(d["global_batch"]) // int(d["world_size"])
             cells[(ranks, int(r["threads"]), per_rank)].append(
                 float(r["images_per_sec"]))
-    base = load_space(WORKLOAD.space).base
+    base = load_space(workload.space).base
     size = list(base["data"]["image_size"])
     compute = [{"image_size": size, "ranks": k[0], "threads": k[1], "per_rank_batch": k[2],
                 "precision": "float32", "images_per_sec": round(statistics.median(v), 2),
@@ -69,7 +71,7 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
                      float(p["images_per_sec"]), 2), "runs": 1, "source": str(p["key"])}
                 for p in points or [] if int(p["hosts"]) == 1 and (
                     p["precision"] == "float32" or bf16_bound_gflops is not None)]
-    target = WORKLOAD.target_accuracy
+    target = workload.target_accuracy
     convergence = []
     for r in done:
         if r.get("overrides") or "peak_lr" not in r["params"]:
@@ -81,7 +83,7 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
                             "first_decay_epoch": r["params"].get("first_decay_epoch"),
                             "seed": int(r["seed"]), "epochs": reached})
     first = done[0]["machine"]
-    return {"name": f"{WORKLOAD.id}.{first['machine_class']}", "machine_class":
+    return {"name": f"{workload.id}.{first['machine_class']}", "machine_class":
             first["machine_class"], "cpu": first.get("model") or first.get("cpu", "?"),
             "fp32_gflops_per_core": round(bound_gflops / cores, 2), "compute": compute,
             "bf16_gflops_per_core": (None if bf16_bound_gflops is None
@@ -90,8 +92,8 @@ def calibration(records: list[dict[str, Any]], bound_gflops: float, cores: int,
             "max_epochs": float(base["max_epochs"]),
             "startup_s": round(statistics.median(float(r["startup_s"]) for r in done
                                                  if r.get("startup_s") is not None), 2),
-            "num_classes": WORKLOAD.classes,
-            "note": (f"{WORKLOAD.describe()}; from {source} ({len(done)} runs) and "
+            "num_classes": workload.classes,
+            "note": (f"{workload.describe()}; from {source} ({len(done)} runs) and "
                      f"{len(compute) - len(cells)} measured one-host points, made "
                      f"{datetime.date.today()} at commit {_commit()}; synthetic stand-in")}
 
@@ -107,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--quick", action="store_true", help="CI smoke run: any class's table, "
                         "a 1024² matmul for 2 s, written under bench-work/")
+    add_workload_option(parser, "whose table to calibrate on")
     args = parser.parse_args(argv)
-    path, records = load_table(args.table, quick=args.quick)
+    workload = WORKLOADS[args.workload]
+    path, records = load_table(args.table, quick=args.quick, workload=workload)
+    if not args.quick:
+        require_complete(records, load_space(workload.space), workload)
     cores = int(records[0]["machine"]["cores"])
     bound = args.bound_gflops
     n, secs = (1024, 2.0) if args.quick else (4096, 10.0)
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                         else TABLES / f"rehearsal-points.{klass}.jsonl")
     doc = calibration(records, bound, cores, str(path.relative_to(path.parents[2])
                                                  if len(path.parents) > 2 else path),
-                      bf16_bound_gflops=bf16, points=points)
+                      bf16_bound_gflops=bf16, points=points, workload=workload)
     out = Path(args.out) if args.out else (
         Path("bench-work") / "calibration-quick.json" if args.quick
         else OUT / f"{doc['name']}.json")

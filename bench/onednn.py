@@ -28,7 +28,8 @@ Key = tuple[str, str, str, str, str]
 
 
 def parse(lines: Iterable[str]) -> dict[Key, tuple[float, int]]:
-    """(kind, implementation, pass, dtype, "icXocY@H") → (total ms, calls) over ``exec`` lines."""
+    """(kind, implementation, pass, dtype, "icXocY@H") → (total ms, calls) over ``exec`` lines;
+    a primitive whose attributes set a math mode (``attr-fpmath:bf16``) has it in its dtype."""
     total: dict[Key, float] = collections.defaultdict(float)
     calls: collections.Counter[Key] = collections.Counter()
     for line in lines:
@@ -37,6 +38,9 @@ def parse(lines: Iterable[str]) -> dict[Key, tuple[float, int]]:
             continue
         md = f[8].split()
         dtype = md[0].split(":")[1] if md and ":" in md[0] else "-"
+        fpmath = re.search(r"attr-fpmath:(\w+)", f[9])  # the math mode, when not the data type's
+        if fpmath:
+            dtype += f" (math {fpmath[1]})"
         shape = re.search(r"ic(\d+)oc(\d+)_ih(\d+)", f[-2])
         where = f"ic{shape[1]}oc{shape[2]}@{shape[3]}" if shape else "-"
         key = (f[5], f[6] or "-", f[7], dtype, where)

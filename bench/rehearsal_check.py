@@ -35,14 +35,17 @@ import numpy as np
 
 from bench.common import emit, read_jsonl, table
 from bench.surrogate import kendall_tau, uncontended
-from bench.table import WORKLOAD, load_table
+from bench.table import load_table
 from explorer.cli_rehearse import default_calibration
 from explorer.mcnn.flops import mcnn_params
 from explorer.rehearsal.model import OVERLAP, Calibration, TrialModel, load_calibration
 from explorer.rehearsal.profiles import FABRICS, HOSTS, Fabric, HostProfile, ring_allreduce_s
+from explorer.workloads import WORKLOADS, Workload
 from mcnn_base.errors import ConfigError
+from search_spaces.space import load_space
 
-__all__ = ["compute_loo", "fabric_loo", "fit_fabric", "size_holdout", "tta_loo"]
+__all__ = ["calibration_workload", "compute_loo", "fabric_loo", "fit_fabric", "size_holdout",
+           "tta_loo"]
 
 SEED_MINUTES = 31.0
 FUSION_BYTES = 128 * 2**20  # as ring_allreduce_s assumes
@@ -174,11 +177,13 @@ def compute_loo(cal: Calibration) -> list[dict[str, Any]]:
     return out
 
 
-def _config(r: dict[str, Any]) -> dict[str, Any]:
+def _config(r: dict[str, Any], target: float, base: dict[str, Any]) -> dict[str, Any]:
+    """A table run as the trial model reads a training config (``base``: the space's)."""
     p = r["params"]
     return {"per_worker_batch": int(r["derived"]["global_batch"]) // int(r["derived"]["world_size"]),
-            "max_epochs": 6.0, "eval_every_epochs": 0.5, "target_accuracy": WORKLOAD.target_accuracy,
-            "data": {"image_size": [48, 64]},
+            "max_epochs": float(base["max_epochs"]),
+            "eval_every_epochs": float(base.get("eval_every_epochs", 1.0)),
+            "target_accuracy": target, "data": {"image_size": list(base["data"]["image_size"])},
             "schedule": {"piecewise": f"{p['peak_lr']};{p['first_decay_epoch']};"
                                       f"{p['peak_lr'] * 0.1:.6g}",
                          "warmup_epochs": p.get("warmup_epochs", 0.0)},
@@ -186,11 +191,14 @@ def _config(r: dict[str, Any]) -> dict[str, Any]:
                        "threads_per_rank": p.get("threads_per_rank", 1)}}
 
 
-def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(predicted, measured) TTA of every uncontended grid run that reached the target, each
-    predicted by a model whose convergence fit left that run out."""
+def tta_loo(cal: Calibration, records: list[dict[str, Any]],
+            workload: Workload) -> list[tuple[float, float]]:
+    """(predicted, measured) TTA of every uncontended grid run of ``workload`` (the
+    calibration's) that reached the target, each predicted by a model whose convergence fit left
+    that run out."""
     target = cal.target
-    n_train = WORKLOAD.images - WORKLOAD.val_images
+    n_train = workload.images - workload.val_images
+    base = load_space(workload.space).base
     out = []
     done = [r for r in records if r.get("state") == "completed" and r.get("images_per_sec")]
     for r in uncontended(done):
@@ -207,9 +215,19 @@ def tta_loo(cal: Calibration, records: list[dict[str, Any]]) -> list[tuple[float
             and c.get("seed") == r["seed"])]
         model = TrialModel(dataclasses.replace(cal, convergence=rest), _local(cal),
                            FABRICS["opa100"])
-        pred = model.predict(_config(r), n_train, WORKLOAD.val_images).tta_s
+        pred = model.predict(_config(r, target, base), n_train, workload.val_images).tta_s
         out.append((math.inf if pred is None else pred, measured))
     return out
+
+
+def calibration_workload(cal: Calibration) -> Workload:
+    """The workload whose table ``cal`` was made from (its name is ``<workload>.<class>``,
+    :mod:`bench.calibrate`); a name without a known workload is a one-line error."""
+    wid = cal.name.rsplit(".", 1)[0]
+    if wid not in WORKLOADS:
+        raise SystemExit(f"error: calibration {cal.name} names no workload of "
+                         f"explorer/workloads.py ({', '.join(sorted(WORKLOADS))})")
+    return WORKLOADS[wid]
 
 
 def _point_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -260,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = Path(args.calibration) if args.calibration else default_calibration()[0]
     cal = load_calibration(path)
-    _, records = load_table(args.table, quick=args.quick)
+    workload = calibration_workload(cal)
+    _, records = load_table(args.table, quick=args.quick, workload=workload)
     print(f"calibration {path} ({cal.note}); simulated predictions, synthetic stand-in")
 
     rows = compute_loo(cal)
@@ -275,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_within(held, 0.10))
     fabric = _report_fabric(cal, read_jsonl(POINTS / f"rehearsal-points.{cal.machine_class}.jsonl"))
 
-    pairs = tta_loo(cal, records)
+    pairs = tta_loo(cal, records, workload)
     finite = [(p, m) for p, m in pairs if math.isfinite(p)]
     rel = [abs(p / m - 1.0) for p, m in finite]
     tau = kendall_tau([p for p, _ in finite], [m for _, m in finite]) if len(finite) > 2 \

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.replay [--seeds 24] [--budget-runs 30] [--strategies ...]
                                      [--table FILE] [--target ACC] [--quick]
+                                     [--workload ID]
 
 Each (strategy, seed) is an Optuna study run by the same parts as a real one: the sampler and
 pruner factories of ``explorer.study``, the space's feasibility rules (``search_spaces.plan``),
@@ -29,9 +30,10 @@ baselines, five seeds each, with the node-seconds the fastest strategy took to f
 within 10 % of it.
 
 Figures are simulated from real runs of a synthetic stand-in for BBBC021, on the table's machine
-class; they hold for that workload. Writes ``WORKDIR/replay/best_so_far.html`` and ``.png``.
-Resumable: each finished replay is kept under ``WORKDIR/replay/done/<key>/`` (the key covers the
-table, the target, the budget and the project's code), and a rerun reuses them.
+class; they hold for that workload. Writes ``WORKDIR/replay-<workload>/best_so_far.html`` and
+``.png``. Resumable: each finished replay is kept under ``WORKDIR/replay-<workload>/done/<key>/``
+(the key covers the table, the workload and its space, the target, the budget and the project's
+code), and a rerun reuses them.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from bench.common import emit, table
 from bench.headline import headline
 from bench.stats import bootstrap_median, bootstrap_ratio, interval, median
 from bench.surrogate import TableModel, layout_check
-from bench.table import WORKLOAD, digest, grid_params, load_table
+from bench.table import add_workload_option, digest, grid_params, load_table
 from explorer.layout_first import LAYOUT_EPOCHS
 from explorer.objective import TrialOutcome, intermediate_value, objective_values
 from explorer.record import Outcome, set_attrs
@@ -69,6 +71,7 @@ from explorer.study import (
     make_sampler,
 )
 from explorer.values import queue_fixed, trial_values
+from explorer.workloads import WORKLOADS, Workload
 from launchers.hosts import HostInfo
 from search_spaces.baseline import Baseline, seed_baseline
 from search_spaces.plan import build_plan
@@ -246,12 +249,14 @@ def replay(s: Setting, strategy: str, seed: int) -> Trace:
     return trace
 
 
-def _key(table: Path, target: float, budget_s: float) -> str:
+def _key(table: Path, workload: Workload, target: float, budget_s: float) -> str:
     """What a finished replay depends on besides its strategy and seed: the table's content,
-    the target, the budget and the project's code (the samplers and pruners it replays)."""
+    the workload and its space, the target, the budget and the project's code (the samplers and
+    pruners it replays)."""
     code = sorted(Path(__file__).resolve().parents[1].glob("*/*.py"))  # bench/, explorer/, ...
-    text = b"".join([table.read_bytes(), *(p.read_bytes() for p in code),
-                     f"{target}:{budget_s}".encode()])
+    text = b"".join([table.read_bytes(), workload.space.read_bytes(),
+                     *(p.read_bytes() for p in code),
+                     f"{workload.id}:{target}:{budget_s}".encode()])
     return hashlib.sha256(text).hexdigest()[:16]
 
 
@@ -390,21 +395,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=None, help="default: this machine class's table of "
-                        f"{WORKLOAD.id} in bench/tables/")
+                        "the workload in bench/tables/")
     parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--budget-runs", type=float, default=20.0,
                         help="budget in median full runs' node-seconds (default 20)")
-    parser.add_argument("--target", type=float, default=WORKLOAD.target_accuracy)
+    parser.add_argument("--target", type=float, default=None,
+                        help="default: the workload's target")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES),
                         choices=list(STRATEGIES))
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--quick", action="store_true",
                         help="CI smoke run: 2 seeds of random, tpe and tpe+sh, 6 runs of budget")
+    add_workload_option(parser, "whose table to replay")
     args = parser.parse_args(argv)
+    workload = WORKLOADS[args.workload]
+    if args.target is None:
+        args.target = workload.target_accuracy
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    path, records = load_table(args.table, quick=args.quick)
+    path, records = load_table(args.table, quick=args.quick, workload=workload)
     classes = sorted({r["machine"]["machine_class"] for r in records})
-    space = load_space(WORKLOAD.space)
+    space = load_space(workload.space)
     model = TableModel(records, space)
     hosts = [HostInfo("localhost", int(records[0]["machine"]["cores"]))]
     n_train = int(records[0]["n_train"])
@@ -416,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed_baseline(space, hosts, n_train))
     held, points = model.coverage(grid_params(space))
     print(f"table {path}: {len(model.records)} runs, {held} of {points} schedule × batch points,"
-          f" machine class {', '.join(classes)}; {WORKLOAD.describe()}; target {args.target}; "
+          f" machine class {', '.join(classes)}; {workload.describe()}; target {args.target}; "
           f"budget {budget_runs:g} median runs = {s.budget_s:.0f} node-s; {seeds} seeds "
           "(simulated from real runs of a synthetic stand-in)", flush=True)
     if held < points:
@@ -432,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
           f"baseline {'misses the target' if math.isinf(base_tta) else f'{base_tta:.1f}s'}",
           flush=True)
     traces: dict[str, list[Trace]] = {}
-    out = Path(args.workdir) / ("replay-quick" if args.quick else "replay")
-    done_dir = out / "done" / _key(path, args.target, s.budget_s)
+    out = Path(args.workdir) / ("replay-quick" if args.quick else f"replay-{workload.id}")
+    done_dir = out / "done" / _key(path, workload, args.target, s.budget_s)
     for name in _available(strategies, print):
         traces[name] = [_resumed(done_dir, name, seed, functools.partial(replay, s, name, seed))
                         for seed in range(seeds)]
@@ -453,9 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         {n: [{"seed": t.seed, "points": t.points, "pick": t.pick, "ended": t.ended}
              for t in ts] for n, ts in traces.items()}, default=str))
     plot(traces, s.budget_s, out / "best_so_far",
-         f"{WORKLOAD.id}, target {args.target}, {seeds} seeds, {', '.join(classes)} "
+         f"{workload.id}, target {args.target}, {seeds} seeds, {', '.join(classes)} "
          "(simulated from a recorded table; synthetic stand-in)")
-    emit("replay", {"table": str(path), "machine_class": classes, "workload": WORKLOAD.id,
+    emit("replay", {"table": str(path), "machine_class": classes, "workload": workload.id,
                     "target": args.target, "budget_s": s.budget_s, "seeds": seeds,
                     "quick": args.quick, "coverage": [held, points], "layout_check": check,
                     "oracle_s": best, "baseline_s": base_tta, "figures": figs})

@@ -2,12 +2,13 @@
 
     .venv/bin/python -m bench.search [--strategies tpe+sh random] [--seeds 3]
                                      [--budget-runs 10] [--workdir bench-work] [--quick]
+                                     [--workload ID]
 
-Each (strategy, seed) is a real study of workload ``bench-v2`` (its grid space, data and target,
-the seed baseline first, as ``bench.replay`` simulates it), stopped once its trials have used
-``--budget-runs`` × the table's median full run in node-seconds. All studies share one sqlite
-storage under ``WORKDIR/search``, so an interrupted run resumes: rerun the same command (a study
-that has spent its budget ends at once).
+Each (strategy, seed) is a real study of the bench workload (``--workload``; its grid space, data
+and target, the seed baseline first, as ``bench.replay`` simulates it), stopped once its trials
+have used ``--budget-runs`` × the table's median full run in node-seconds. All studies of a
+workload share one sqlite storage under ``WORKDIR/search-<workload>``, so an interrupted run
+resumes: rerun the same command (a study that has spent its budget ends at once).
 
 Reported per strategy, median over seeds: the best TTA each study observed within the budget and
 the expected TTA of its pick (median over the table's seeds of that config), beside the replay's
@@ -30,12 +31,13 @@ import optuna
 from bench.common import emit, machine, synth_tree, table
 from bench.replay import QUALITY, STRATEGIES, Setting, oracle, replay
 from bench.surrogate import TableModel
-from bench.table import WORKLOAD, digest, load_table
+from bench.table import add_workload_option, digest, load_table, require_complete
 from explorer.cli_study import quiet_libraries
 from explorer.driver import StudyDriver
 from explorer.progress import ProgressLine
 from explorer.record import Outcome, records
 from explorer.study import StudySettings
+from explorer.workloads import WORKLOADS
 from launchers import MpirunLauncher
 from launchers.hosts import detect_local
 from mcnn_base.native_logs import filter_native_info
@@ -89,27 +91,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="bench-work")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: one short study "
                         "on a small tree (exercises the code, measures nothing)")
+    add_workload_option(parser, "whose space, data, target and table the studies use")
     args = parser.parse_args(argv)
+    workload = WORKLOADS[args.workload]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_libraries()
     root = Path(args.workdir).resolve()
     os.environ.setdefault("MCNN_CACHE_DIR", str(root / "cache"))
-    path, table_records = load_table(args.table, quick=args.quick)
-    space = load_space(WORKLOAD.space)
+    path, table_records = load_table(args.table, quick=args.quick, workload=workload)
+    space = load_space(workload.space)
+    if not args.quick:
+        require_complete(table_records, space, workload)
     model = TableModel(table_records, space)
     full = _median([float(r["job_wall_s"]) for r in model.records])
     hosts = [detect_local()]
     if args.quick:
-        data = synth_tree(root / "data-64x80-1000-m3", WORKLOAD.tiff_size, 1000, WORKLOAD.moas)
+        data = synth_tree(root / "data-64x80-1000-m3", workload.tiff_size, 1000, workload.moas)
         n_train, budget, seeds, strategies = 800, 40.0, [0], args.strategies[:1]
         overrides: dict[str, Any] = {"max_epochs": 1}
     else:
-        data = root / f"data-{WORKLOAD.id}"
+        data = root / f"data-{workload.id}"
         if not (data / "BBBC021_v1_image.csv").is_file():
-            WORKLOAD.synthesize(data)
-        n_train, budget = WORKLOAD.images - WORKLOAD.val_images, args.budget_runs * full
+            workload.synthesize(data)
+        n_train, budget = workload.images - workload.val_images, args.budget_runs * full
         seeds, strategies, overrides = list(range(args.seeds)), args.strategies, {}
-    work = root / ("search-quick" if args.quick else "search")
+    work = root / ("search-quick" if args.quick else f"search-{workload.id}")
     work.mkdir(parents=True, exist_ok=True)
     real: dict[str, list[list[tuple[float, float, float]]]] = {}
     for name in strategies:
@@ -117,21 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             study_name = f"{name.replace('+', '-')}-seed{seed}"
             settings = StudySettings(
-                space=WORKLOAD.space, data_root=data, study=study_name,
+                space=workload.space, data_root=data, study=study_name,
                 storage=f"sqlite:///{work / 'optuna.db'}",
                 tracking_uri=f"sqlite:///{work / 'mlflow.db'}", workdir=work / study_name,
                 hosts=hosts, trials=100_000, trial_timeout_s=900.0,
-                target_accuracy=WORKLOAD.target_accuracy, sampler=sampler, pruner=pruner,
+                target_accuracy=workload.target_accuracy, sampler=sampler, pruner=pruner,
                 seed=seed, budget_node_s=budget, baseline="seed", strategy=strategy,
                 overrides=overrides)
             with open(os.devnull, "w") as sink:
                 study = StudyDriver(settings, MpirunLauncher(),
                                     progress=ProgressLine(0, stream=sink)).run()
             real.setdefault(name, []).append(study_trace(study, model,
-                                                         WORKLOAD.target_accuracy))
+                                                         workload.target_accuracy))
             print(f"{study_name}: {len(real[name][-1])} trials, best observed "
                   f"{_s(real[name][-1][-1][1]) if real[name][-1] else 'miss'}", flush=True)
-    s = Setting(model, space, hosts, n_train, WORKLOAD.target_accuracy, budget,
+    s = Setting(model, space, hosts, n_train, workload.target_accuracy, budget,
                 seed_baseline(space, hosts, n_train))
     best = oracle(s)
     rows, predicted, measured = [], {}, {}
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                      _s(_median([t.observed[-1][1] if t.observed else math.inf for t in sim])),
                      _s(measured[name]), _s(predicted[name]),
                      sum(1 for t in traces if any(p[2] <= QUALITY * best for p in t))])
-    print(f"real studies of {WORKLOAD.describe()} on {machine()['machine_class']}, budget "
+    print(f"real studies of {workload.describe()} on {machine()['machine_class']}, budget "
           f"{budget:.0f} node-s, seeds {seeds}; table {path} (synthetic stand-in)")
     print(table(["strategy", "studies", "best observed TTA s (real)", "(replay)",
                  "expected TTA of the pick s (real)", "(replay)", "studies within 10 %"], rows))
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ordering by the pick's expected TTA (strategies within {TIE:.0%} of each other "
           f"are level): real {_tiers(order_real)}, replay {_tiers(order_sim)}: "
           f"{'held' if held else 'did NOT hold'}")
-    emit("search", {"workload": WORKLOAD.id, "machine": machine(), "quick": args.quick,
+    emit("search", {"workload": workload.id, "machine": machine(), "quick": args.quick,
                     "budget_node_s": budget, "seeds": seeds, "rows": rows,
                     "ordering_held": held})
     return 0

@@ -1,6 +1,6 @@
 """Does the bench workload have signal? TTA spread between configs against spread between seeds.
 
-    .venv/bin/python -m bench.signal [--table FILE] [--targets 0.75 0.8 0.85] [--quick]
+    .venv/bin/python -m bench.signal [--table FILE] [--targets 0.8 0.85 0.9] [--quick]
                                      [--workload ID]
 
 A search can only tell configs apart if their TTAs differ by more than one config's runs differ
@@ -34,7 +34,7 @@ from typing import Any
 
 from bench.common import emit, table, verdict
 from bench.surrogate import Run, TableModel
-from bench.table import WORKLOAD, grid_params, load_table
+from bench.table import add_workload_option, grid_params, load_table
 from explorer.workloads import WORKLOADS
 from search_spaces.space import SearchSpace, load_space
 
@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default=None)
-    parser.add_argument("--targets", type=float, nargs="+", default=None)
+    parser.add_argument("--targets", type=float, nargs="+", default=None,
+                        help="default: the workload's target and 0.05 and 0.1 below it")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: the workload's "
                         "target only (reads the committed table; no training either way)")
-    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
-                        help=f"whose table to read (default {WORKLOAD.id})")
+    add_workload_option(parser, "whose table to read")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     path, records = load_table(args.table, quick=args.quick, workload=workload)
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         assert times is not None
         return model.on_axis(r, r["params"], times)
 
-    targets = args.targets or ([workload.target_accuracy] if args.quick else
-                               sorted({0.75, workload.target_accuracy, 0.85}))
+    t = workload.target_accuracy
+    targets = args.targets or ([t] if args.quick else [round(t - 0.1, 2), round(t - 0.05, 2), t])
     classes = sorted({r["machine"]["machine_class"] for r in records})
     cell, own = _repeats(model, on_cell_axis), _repeats(model, _own_run)
     print(f"{path}: {len(cell)} configs with repeats, machine class {', '.join(classes)}; "

@@ -20,10 +20,10 @@ resumes across sessions; ``--limit`` stops after N new runs):
 3. **grid**: every other grid point on the reference layout, seed 0;
 4. **neighbours** of the baseline: its schedule with every LR halved and doubled;
 5. **confirm** (the headline's runs, planned once the grid is complete): the practitioner baseline
-   (:data:`PRACTITIONER`, written down before the search) and the seed baseline with seeds 0–4,
-   and the table's best config (the replay's oracle: lowest expected TTA at the workload's
-   target) with fresh seeds 10–14, as the seeds that chose it would flatter it. These runs are
-   not part of the replay's lookup.
+   (``bench/practitioner.<workload>.yaml``, written down before the search) and the seed
+   baseline with seeds 0–4, and the table's best config (the replay's oracle: lowest expected
+   TTA at the workload's target) with fresh seeds 10–14, as the seeds that chose it would
+   flatter it. These runs are not part of the replay's lookup.
 
 Each record holds the config, the whole curve (epoch, training seconds and validation accuracy
 at every evaluation; node-seconds = seconds × ``nodes``), images/s, start-up, outcome, the
@@ -59,10 +59,11 @@ from search_spaces.baseline import file_baseline, seed_baseline
 from search_spaces.plan import build_plan
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["PRACTITIONER", "WORKLOAD", "Planned", "confirm_runs", "digest", "find_table",
-           "grid_params", "load_table", "planned_runs", "read_table", "table_best", "table_path"]
+__all__ = ["WORKLOAD", "Planned", "add_workload_option", "confirm_runs", "digest", "find_table",
+           "grid_params", "load_table", "planned_runs", "read_table", "require_complete",
+           "table_best", "table_path"]
 
-WORKLOAD = WORKLOADS["bench-v2"]
+WORKLOAD = WORKLOADS["bench-v3"]
 REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
 REPEAT_SEEDS = (0, 1, 2)
 REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's runs
@@ -71,12 +72,19 @@ PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}
 TABLES = Path(__file__).resolve().parent / "tables"
 
 
+def add_workload_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--workload ID``: which frozen workload of ``explorer/workloads.py`` a benchmark uses
+    (default :data:`WORKLOAD`, the search benchmarks' own); read it back with
+    ``WORKLOADS[args.workload]``. ``what`` says what the benchmark does with it."""
+    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
+                        help=f"{what} (default {WORKLOAD.id}, the search benchmarks' workload)")
+
+
 def practitioner_file(workload: Workload) -> Path:
     """The practitioner baseline of ``workload``, written down before its table was recorded."""
     return Path(__file__).resolve().parent / f"practitioner.{workload.id}.yaml"
 
 
-PRACTITIONER = practitioner_file(WORKLOAD)
 CONFIRM_SEEDS = (0, 1, 2, 3, 4)  # the baselines' seeds in the headline (R = 5)
 BEST_SEEDS = (10, 11, 12, 13, 14)  # the table's best: seeds the table never ran
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +195,7 @@ def table_best(records: Sequence[dict[str, Any]], space: SearchSpace,
 
 def confirm_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
                  records: Sequence[dict[str, Any]], planned: Sequence[Planned],
-                 workload: Workload = WORKLOAD) -> list[Planned]:
+                 workload: Workload) -> list[Planned]:
     """The headline's runs (phase 5 of the module doc); none until every ``planned`` run of the
     grid and the repeats is recorded, as the best is not known before."""
     done = {(r["config_id"], r["seed"]) for r in records if r.get("state") == "completed"}
@@ -230,7 +238,7 @@ def find_table(workload: Workload, machine_class: str, *, quick: bool,
 
 
 def load_table(table: str | None, *, quick: bool,
-               workload: Workload = WORKLOAD) -> tuple[Path, list[dict[str, Any]]]:
+               workload: Workload) -> tuple[Path, list[dict[str, Any]]]:
     """The table to analyse (``--table``, else :func:`find_table`'s) and its runs of
     ``workload``.
 
@@ -244,6 +252,17 @@ def load_table(table: str | None, *, quick: bool,
         raise SystemExit(f"error: {path} holds no run of {workload.id}; record them with "
                          f"python -m bench.table --workload {workload.id}")
     return path, records
+
+
+def require_complete(records: Sequence[dict[str, Any]], space: SearchSpace,
+                     workload: Workload) -> None:
+    """Refuse, in one line, a table that lacks grid points: a benchmark that picks or fits from
+    it (its best config, a calibration, a study's yardstick) would not be the benchmark's."""
+    held, points = TableModel(records, space).coverage(grid_params(space))
+    if held < points:
+        raise SystemExit(f"error: the table of {workload.id} holds {held} of {points} grid "
+                         f"points; finish it first: python -m bench.table --workload "
+                         f"{workload.id} (resumable)")
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -267,7 +286,7 @@ def digest(params: dict[str, Any], overrides: dict[str, Any]) -> str:
 
 def run_one(p: Planned, space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
             data_root: Path, work: Path, extra: dict[str, Any],
-            workload: Workload = WORKLOAD) -> dict[str, Any]:
+            workload: Workload) -> dict[str, Any]:
     """Run one planned config to max epochs (no target) and return its table record."""
     plan = build_plan(space, p.params, data_root=data_root, n_train=n_train, hosts=hosts,
                       overrides={**p.overrides, **extra, "target_accuracy": None})
@@ -320,9 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bench/tables/<workload>.<machine class>.jsonl)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: 2 runs of 1 epoch "
                         "on a small tree into WORKDIR (exercises the code, measures nothing)")
-    parser.add_argument("--workload", default=WORKLOAD.id, choices=sorted(WORKLOADS),
-                        help=f"the frozen workload to record (default {WORKLOAD.id}, the "
-                        "benchmarks' own); its space must be a grid")
+    add_workload_option(parser, "the frozen workload to record; its space must be a grid")
     args = parser.parse_args(argv)
     workload = WORKLOADS[args.workload]
     space = load_space(workload.space)

@@ -68,6 +68,9 @@ class SynthOptions:
     sites: int = 4
     workers: int = 2
     moas: int = 12  # how many of the 12 MoA classes get compounds (DMSO always)
+    # wells skip the k weakest doses of every compound; the doses' strengths (EC50 from all of
+    # them) stay as with every dose, so the images that remain look exactly as they would
+    skip_weakest_doses: int = 0
 
     def __post_init__(self) -> None:
         for name in ("images", "compounds_per_moa", "concentrations", "workers"):
@@ -77,6 +80,9 @@ class SynthOptions:
             raise ConfigError(f"moas must be in [1, 12], got {self.moas=}")
         if not 1 <= self.sites <= 4:
             raise ConfigError(f"sites must be in [1, 4], got {self.sites=}")
+        if not 0 <= self.skip_weakest_doses < self.concentrations:
+            raise ConfigError(f"skip_weakest_doses must be in [0, concentrations), got "
+                              f"{self.skip_weakest_doses} with {self.concentrations} concentrations")
 
 
 def _uuid(rng: np.random.Generator) -> str:
@@ -130,7 +136,8 @@ def synthesize(out: str | Path, options: SynthOptions | None = None) -> Path:
             name = f"cmpd-{chr(ord('A') + m_i)}{k + 1:02d}"
             pairs += [(name, dose, moa) for dose in doses]
     n_dmso_wells = max(1, opts.compounds_per_moa * opts.concentrations)
-    entries = pairs + [("DMSO", 0.0, "DMSO")] * n_dmso_wells
+    kept = set(doses[opts.skip_weakest_doses:])
+    entries = [p for p in pairs if p[1] in kept] + [("DMSO", 0.0, "DMSO")] * n_dmso_wells
     n_wells = -(-opts.images // opts.sites)
     plate_ids = [int(x) for x in rng.choice(np.arange(20000, 60000), size=n_wells, replace=False)]
     rows: list[dict[str, object]] = []

@@ -110,7 +110,7 @@ def test_the_table_plan_covers_the_grid_once_with_repeats_cells_and_neighbours()
 
 def test_the_cells_probe_keeps_probes_values_and_takes_the_middle_choice_of_other_dims(
         tmp_path):
-    # bench-v2's cells keep their recorded schedule, and their names (config_name's key order)
+    # the bench workloads' cells keep their recorded schedule and names (config_name's key order)
     assert list(probe_params(SPACE).items()) == list(PROBE.items())
     other = tmp_path / "space.yaml"
     other.write_text(SPACE_FILE.read_text().replace(
@@ -210,8 +210,8 @@ def test_a_table_of_another_machine_class_is_read_only_by_a_smoke_run(tmp_path):
     other = tmp_path / f"{WORKLOAD.id}.amx.jsonl"
     other.write_text("")
     assert find_table(WORKLOAD, "avx512", quick=True, root=tmp_path) == other
-    with pytest.raises(SystemExit, match=r"no table of bench-v2 for machine class avx512 .*"
-                                         r"python -m bench.table"):
+    with pytest.raises(SystemExit, match=rf"no table of {WORKLOAD.id} for machine class avx512 "
+                                         r".*python -m bench.table"):
         find_table(WORKLOAD, "avx512", quick=False, root=tmp_path)
 
 
@@ -240,14 +240,16 @@ def test_a_real_studys_trace_follows_its_best_trial_and_judges_it_on_the_table(s
 
 def test_the_headline_runs_wait_for_the_grid_then_confirm_its_best_on_fresh_seeds(records):
     runs = planned_runs(SPACE, HOSTS, N_TRAIN, Path("/nonexistent"))
-    assert confirm_runs(SPACE, HOSTS, N_TRAIN, records[:-10], runs) == []  # grid incomplete
-    confirm = confirm_runs(SPACE, HOSTS, N_TRAIN, records, runs)
+    assert confirm_runs(SPACE, HOSTS, N_TRAIN, records[:-10], runs,
+                        WORKLOAD) == []  # grid incomplete
+    confirm = confirm_runs(SPACE, HOSTS, N_TRAIN, records, runs, WORKLOAD)
     model = TableModel(records, SPACE)
-    best = table_best(records, SPACE, 0.8)
+    target = WORKLOAD.target_accuracy  # the confirm runs' best is the workload's target's
+    best = table_best(records, SPACE, target)
     assert best is not None and best["seed"] == 0
     ref_points = [{**p, **REFERENCE_LAYOUT} for p in grid_params(SPACE)]
-    assert model.expected_tta(best["params"], 0.8) == min(model.expected_tta(p, 0.8)
-                                                          for p in ref_points)
+    assert model.expected_tta(best["params"], target) == min(model.expected_tta(p, target)
+                                                             for p in ref_points)
     by_name: dict[str, list[int]] = {}
     for p in confirm:
         assert p.phase == "confirm"

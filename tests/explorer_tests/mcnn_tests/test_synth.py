@@ -5,6 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
+from explorer.mcnn import synth
 from explorer.mcnn.bbbc021 import load_metadata, read_channels
 from explorer.mcnn.synth import SynthOptions, synthesize, synthesize_from_metadata
 from mcnn_base.errors import ConfigError
@@ -63,3 +64,28 @@ def test_from_metadata_uses_real_paths(tmp_path):
     assert ds.images[0].paths[0].relative_to(out).as_posix().startswith("Week4/Week4_27481/G10_s1_w1")
     assert not any(p.is_file() for r in ds.images if r.plate != first_plate for p in r.paths)
     assert read_channels(on_plate[0]).shape == (32, 40, 3)
+
+
+def test_skipping_the_weakest_dose_leaves_the_other_doses_strengths_alone(tmp_path, monkeypatch):
+    strengths: dict[str, dict[tuple[str, float], float]] = {}
+
+    def capture(name):
+        def render_all(jobs, size, seed, workers):  # record each image's strength, draw nothing
+            strengths[name] = {(r.compound, r.concentration): s for r, s in jobs}
+        return render_all
+
+    for name, skip in (("full", 0), ("kept", 1)):
+        monkeypatch.setattr(synth, "_render_all", capture(name))
+        synth.synthesize(tmp_path / name, SynthOptions(size=(16, 20), images=48, moas=2, seed=3,
+                                                       sites=1, skip_weakest_doses=skip))
+    doses = {name: {c for (_, c) in v if c > 0} for name, v in strengths.items()}
+    assert doses == {"full": {0.1, 0.3, 0.9}, "kept": {0.3, 0.9}}
+    assert strengths["kept"] == {k: v for k, v in strengths["full"].items() if k[1] != 0.1}
+    csv_doses = {float(line.split(",")[1]) for line in
+                 (tmp_path / "kept" / "BBBC021_v1_moa.csv").read_text().splitlines()[1:]}
+    assert 0.1 not in csv_doses
+
+
+def test_skipping_every_dose_is_refused():
+    with pytest.raises(ConfigError, match="skip_weakest_doses"):
+        SynthOptions(concentrations=3, skip_weakest_doses=3)

@@ -9,7 +9,10 @@ the weights instead averages that noise out over about ``1 / (1 - decay)`` updat
   value averages over the same amount of data at every global batch.
 * The average starts at the weights every rank holds after the broadcast. Its decay ramps up as
   ``min(decay, (1 + step) / (10 + step))`` (TensorFlow's ``ExponentialMovingAverage`` with
-  ``num_updates``), so the first evaluations are not dominated by the initial weights.
+  ``num_updates``), so the first evaluations are not dominated by the initial weights. Until
+  the ramp reaches ``decay`` the average spans about a ninth of the updates so far: the full
+  horizon of ``ema_epochs`` is reached only after about ``9 × ema_epochs`` epochs (on bench-v4,
+  ``ema_epochs`` 0.5: about 0.1 epoch at epoch 1, 0.2 at epoch 2, half an epoch from 4.5 on).
 * Every rank updates its own copy after the same allreduced step, so the copies stay identical
   without any communication.
 * :meth:`WeightAverage.swapped` puts the average into the model for an evaluation and the

@@ -6,6 +6,7 @@ import pytest
 
 from explorer.mcnn.config import load_config
 from explorer.mcnn.ema import WeightAverage, ema_decay, ema_decay_at
+from explorer.mcnn.model import build_mcnn
 from mcnn_base.errors import ConfigError
 
 
@@ -33,7 +34,8 @@ def test_config_takes_a_positive_horizon(tmp_path):
 
 
 def test_average_is_swapped_in_for_evaluation_and_out_after():
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     w = tf.Variable([0.0, 10.0])
     average = WeightAverage([w], decay=0.5)
     w.assign([4.0, 2.0])
@@ -45,3 +47,19 @@ def test_average_is_swapped_in_for_evaluation_and_out_after():
     average.update(step=0)  # the first update's decay is 0.1, not 0.5
     with average.swapped():
         assert w.numpy() == pytest.approx([5.6, 6.0])
+
+
+def test_a_bf16_models_average_is_float32_and_swaps_back_exactly():
+    model = build_mcnn((48, 64), 4, precision="mixed_bfloat16", seed=0)
+    weights = model.trainable_variables
+    before = [v.numpy().copy() for v in weights]
+    average = WeightAverage(weights, decay=0.9)
+    assert {s.dtype.name for s in average._shadow} == {"float32"}
+    for v in weights:
+        v.assign(v + 1.0)
+    average.update(step=100)  # decay 0.9: the average moves a tenth of the way
+    with average.swapped():
+        inside = [v.numpy().copy() for v in weights]
+    for v, b, i in zip(weights, before, inside, strict=True):
+        assert i == pytest.approx(b + 0.1, abs=1e-5)
+        assert (v.numpy() == b + 1.0).all()  # the training weights, bit for bit

@@ -15,7 +15,7 @@ headline's confirm runs, five seeds each; all to max epochs) and reports, at eac
   (between-config SD of mean log TTA ÷ pooled within-config SD);
 * over the whole space (every schedule × batch point of the grid on every layout the table
   measured, seed 0): the SD of log TTA between configs ÷ the repeats' pooled within-config SD,
-  and how many configs miss the target.
+  with a 90 % interval (:func:`sd_ratio_interval`), and how many configs miss the target.
 
 Times are read on each (layout, batch) cell's median time axis (``bench.surrogate``), so that
 other load on the machine while the table was recorded does not count as seed noise; the
@@ -32,13 +32,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from bench.common import emit, table, verdict
 from bench.surrogate import Run, TableModel
 from bench.table import add_workload_option, grid_params, load_table
 from explorer.workloads import WORKLOADS
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["signal_at"]
+__all__ = ["sd_ratio_interval", "signal_at"]
 
 TARGET_RATIO = 3.0
 
@@ -77,12 +79,27 @@ def signal_at(repeats: dict[str, list[Run]], target: float) -> dict[str, Any]:
             "rows": rows}
 
 
+def sd_ratio_interval(ratio: float, df_between: int, df_within: int,
+                      level: float = 0.9) -> tuple[float, float]:
+    """An interval for the ratio of two true SDs, from an observed ratio of sample SDs with
+    ``df_between`` and ``df_within`` degrees of freedom: the F distribution's, as if log TTA were
+    normal and the two samples independent (quantiles drawn from a fixed-seed simulation, so
+    that no statistics library is needed)."""
+    if not (df_between > 0 and df_within > 0 and math.isfinite(ratio)):
+        return math.nan, math.nan
+    rng = np.random.default_rng(0)
+    n = 400_000
+    f = (rng.chisquare(df_between, n) / df_between) / (rng.chisquare(df_within, n) / df_within)
+    upper_f, lower_f = np.quantile(f, [(1 + level) / 2, (1 - level) / 2])
+    return ratio / math.sqrt(float(upper_f)), ratio / math.sqrt(float(lower_f))
+
+
 def whole_space(model: TableModel, space: SearchSpace, target: float,
-                pooled_sd: float) -> dict[str, Any]:
+                pooled: tuple[float, int]) -> dict[str, Any]:
     """The spread over the whole space: every schedule × batch point the table holds on every
     layout it measured (seed 0 curves on each cell's time axis), as the SD of log TTA over the
-    configs that reach ``target``, against ``pooled_sd`` (the repeats' within-config SD of log
-    TTA); and the share of configs that miss."""
+    configs that reach ``target``, against ``pooled`` (the repeats' within-config SD of log
+    TTA and its degrees of freedom), with a 90 % interval; and the share of configs that miss."""
     ttas: list[float] = []
     missed = 0
     for conv in grid_params(space):
@@ -97,17 +114,26 @@ def whole_space(model: TableModel, space: SearchSpace, target: float,
             else:
                 ttas.append(math.log(tta))
     sd = statistics.stdev(ttas) if len(ttas) > 1 else math.nan
-    return {"configs": len(ttas) + missed, "missed": missed, "log_sd": sd,
-            "ratio": sd / pooled_sd if pooled_sd > 0 else math.nan}
+    pooled_sd, df = pooled
+    ratio = sd / pooled_sd if pooled_sd > 0 else math.nan
+    return {"configs": len(ttas) + missed, "missed": missed, "log_sd": sd, "ratio": ratio,
+            "within_sd": pooled_sd, "within_df": df,
+            "ratio_ci": list(sd_ratio_interval(ratio, len(ttas) - 1, df))}
 
 
-def _pooled_log_sd(repeats: dict[str, list[Run]], target: float) -> float:
+def _pooled_log_sd(repeats: dict[str, list[Run]], target: float) -> tuple[float, int]:
+    """The pooled within-config SD of log TTA over the configs every seed brought to
+    ``target`` (each config's variance weighted by its degrees of freedom), and its degrees of
+    freedom."""
     logs = []
     for runs in repeats.values():
         ttas = [r.tta(target) for r in runs]
         if all(t is not None for t in ttas):
             logs.append([math.log(t) for t in ttas if t is not None])
-    return math.sqrt(statistics.fmean(statistics.variance(v) for v in logs)) if logs else math.nan
+    df = sum(len(v) - 1 for v in logs)
+    if not df:
+        return math.nan, 0
+    return math.sqrt(sum((len(v) - 1) * statistics.variance(v) for v in logs) / df), df
 
 
 def _repeats(model: TableModel, read: Callable[[dict[str, Any]], Run]) -> dict[str, list[Run]]:
@@ -159,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['log_sd_ratio']:.2f}; on each run's own times {o['ratio']:.2f}")
         held, points = model.coverage(grid_params(space))
         w = whole_space(model, space, target, _pooled_log_sd(cell, target))
+        lo, hi = w["ratio_ci"]
         print(f"whole space ({held} of {points} schedule × batch points × {len(model.layouts())} "
               f"layouts, seed 0): {w['configs']} configs, {w['missed']} miss; SD of log TTA "
-              f"{w['log_sd']:.3f} ÷ within-config {_pooled_log_sd(cell, target):.3f} = "
-              f"{w['ratio']:.2f} ({verdict(w['ratio'], TARGET_RATIO, at_least=True)})"
+              f"{w['log_sd']:.3f} ÷ within-config {w['within_sd']:.3f} ({w['within_df']} df) = "
+              f"{w['ratio']:.2f} [90 % CI {lo:.2f}, {hi:.2f}] "
+              f"({verdict(w['ratio'], TARGET_RATIO, at_least=True)})"
               + ("" if held == points else " [partial table]"))
         summary.append({k: v for k, v in s.items() if k != "rows"} | {"own_ratio": o["ratio"],
                                                                       "whole_space": w})

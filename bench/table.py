@@ -63,7 +63,7 @@ __all__ = ["WORKLOAD", "Planned", "add_workload_option", "confirm_runs", "digest
            "grid_params", "load_table", "planned_runs", "read_table", "require_complete",
            "table_best", "table_path"]
 
-WORKLOAD = WORKLOADS["bench-v3"]
+WORKLOAD = WORKLOADS["bench-v4"]
 REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
 REPEAT_SEEDS = (0, 1, 2)
 REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's runs

@@ -129,6 +129,7 @@ DIMENSIONS: dict[str, Dim | Member] = {
     "per_node_batch": Dim((("per_worker_batch",),), int, per="ranks_per_node"),
     "momentum": _config("optimizer", "momentum"),
     "nesterov": _config("optimizer", "nesterov"),
+    "ema_epochs": _config("optimizer", "ema_epochs"),
     "precision": _config("precision"),
     "inter_op_threads": _config("inter_op_threads", convert=int),
     # layout (always written): nodes take the pool's first hosts; TF's intra-op threads follow

@@ -106,6 +106,10 @@ class OptimizerConfig(_Strict):
     nesterov: bool = False
     weight_decay: float = Field(5e-5, ge=0.0)
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    # Evaluate an exponential moving average of the weights (Polyak averaging) instead of the
+    # raw weights; None evaluates the raw weights. Its horizon in epochs (the same data at every
+    # batch size), reached after a ramp of about 9x that many epochs (explorer/mcnn/ema.py).
+    ema_epochs: float | None = Field(None, gt=0.0)
 
 
 class FaultConfig(_Strict):

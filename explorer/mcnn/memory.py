@@ -5,7 +5,8 @@ A rank's peak RSS is the larger of its training and its evaluation phase, each t
 * **runtime**: Python, TensorFlow, oneDNN and Horovod once loaded (a calibrated constant);
 * **model state**: weights, gradients, the SGD momentum slot, the allreduced gradients and
   oneDNN's reordered copy of the weights, 4 bytes each per parameter (``mixed_bfloat16`` adds
-  the 2-byte cast of the weights), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
+  the 2-byte cast of the weights, a moving average of the weights adds its 4-byte copy:
+  ``optimizer.ema_epochs``), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
 * **input pipeline** (:mod:`explorer.mcnn.pipeline`): the in-memory cache of the rank's shard
   when the split is small, else its shuffle buffer of decoded uint8 images (its share of the
   training images, at most 10,000 and 1 GiB; from a cache it shares the cached buffers), and two
@@ -169,7 +170,7 @@ def activation_elements(height: int, width: int, num_classes: int = 13,
 def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision: str,
                  n_train: int, n_val: int, world: int, calibration: MemoryCalibration,
                  input_size: tuple[int, int] | None = None, num_classes: int = 13,
-                 channels: int = 3) -> MemoryEstimate:
+                 channels: int = 3, weight_average: bool = False) -> MemoryEstimate:
     """Predict one rank's peak resident memory.
 
     Args:
@@ -181,12 +182,14 @@ def predict_peak(*, image_size: tuple[int, int], per_rank_batch: int, precision:
         world: ranks in the job.
         calibration: the measured constants (:func:`load_calibration`).
         input_size: the model's input when training crops (default ``image_size``).
+        weight_average: the job keeps a moving average of the weights (``ema_epochs``).
     """
     h, w = input_size or image_size
     stored = image_size[0] * image_size[1] * channels  # uint8 bytes of one decoded image
     act_bytes = 2 if precision == "mixed_bfloat16" else 4
     params = mcnn_params(h, w, num_classes, channels)
-    state = float(params * (5 * 4 + (2 if precision == "mixed_bfloat16" else 0)))
+    copies = 5 * 4 + (2 if precision == "mixed_bfloat16" else 0) + (4 if weight_average else 0)
+    state = float(params * copies)
     state += FUSION_BYTES if world > 1 else 0
     train_share, val_share = math.ceil(n_train / world), math.ceil(n_val / world)
     cached = ((train_share + val_share) * stored

@@ -38,6 +38,7 @@ import numpy as np
 
 from explorer.mcnn.comm import make_comm
 from explorer.mcnn.config import FPMATH_ENV, load_config
+from explorer.mcnn.ema import WeightAverage, ema_decay
 from explorer.mcnn.events import EventWriter
 from explorer.mcnn.memory import eval_batch, peak_rss_mib
 from explorer.mcnn.model import build_mcnn
@@ -142,6 +143,9 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
     # Keras 3 + Horovod: broadcast rank 0's weights and optimizer slots before the first step.
     comm.broadcast_variables(list(model.variables) + list(optimizer.variables))
     kernels = [v for v in model.trainable_variables if "kernel" in v.path]
+    average = (WeightAverage(model.trainable_variables,
+                             ema_decay(cfg.optimizer.ema_epochs, steps_per_epoch))
+               if cfg.optimizer.ema_epochs is not None else None)
     n_classes = len(shards.classes)
     smoothing, decay = cfg.optimizer.label_smoothing, cfg.optimizer.weight_decay
 
@@ -198,6 +202,8 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
             optimizer.learning_rate.assign(lr * _inject_fault(cfg, rank, step))
             images, labels = next(train_iter)
             loss = float(train_step(images, labels))
+            if average is not None:
+                average.update(step)
             if step == 0:
                 first_step_s = time.time() - clock
             if not np.isfinite(loss):
@@ -213,9 +219,10 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
         if cfg.eval:
             t1 = time.time()
             correct = total = 0.0
-            for images, labels in _checked(val_ds, shards):
-                correct += float(eval_step(images, labels))
-                total += int(labels.shape[0])
+            with average.swapped() if average is not None else contextlib.nullcontext():
+                for images, labels in _checked(val_ds, shards):
+                    correct += float(eval_step(images, labels))
+                    total += int(labels.shape[0])
             correct, total = comm.allreduce_sum(np.array([correct, total]))
             val_acc, eval_s = correct / max(total, 1.0), time.time() - t1
             best = max(best, val_acc)

@@ -30,6 +30,7 @@ CASES = {
     "per_node_batch": (32.0, ("per_worker_batch",), 32),  # one rank per node by default
     "momentum": (0.5, ("optimizer", "momentum"), 0.5),
     "nesterov": (True, ("optimizer", "nesterov"), True),
+    "ema_epochs": (0.5, ("optimizer", "ema_epochs"), 0.5),
     "precision": ("mixed_bfloat16", ("precision",), "mixed_bfloat16"),
     "inter_op_threads": (2.0, ("inter_op_threads",), 2),
     "nodes": (2, ("layout", "hosts"), ["n1", "n2"]),
@@ -124,8 +125,8 @@ def test_space_accepts_exactly_the_registry(tmp_path):
     assert str(err.value) == (
         f"{bad}:2: dimensions.no_such_knob: unknown dimension 'no_such_knob'; expected one of "
         f"{', '.join(sorted(DIMENSIONS))}")
-    assert "binding, decay_every_epochs, decay_factor, decay_phases, first_decay_epoch" in str(
-        err.value)
+    assert ("binding, decay_every_epochs, decay_factor, decay_phases, ema_epochs, "
+            "first_decay_epoch") in str(err.value)
 
 
 def test_shipped_spaces_only_use_registered_names():

@@ -108,3 +108,10 @@ def test_the_workspace_grows_with_the_image_not_the_batch():
                        n_val=20, world=1, calibration=cal)
     assert one.parts["workspace"] == two.parts["workspace"] == pytest.approx(
         50.0 * FULL[0] * FULL[1] * 3 * 4)
+
+
+def test_a_moving_average_of_the_weights_adds_one_float32_copy_of_them():
+    plain, averaged = _peak(world=1), _peak(world=1, weight_average=True)  # no fusion buffer
+    extra = averaged.parts["model state"] - plain.parts["model state"]
+    assert extra == pytest.approx(plain.parts["model state"] / 5)  # 4 bytes to the 20 a weight
+    assert averaged.parts["activations"] == plain.parts["activations"]

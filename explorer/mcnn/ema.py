@@ -13,8 +13,9 @@ the weights instead averages that noise out over about ``1 / (1 - decay)`` updat
   the ramp reaches ``decay`` the average spans about a ninth of the updates so far: the full
   horizon of ``ema_epochs`` is reached only after about ``9 × ema_epochs`` epochs (on bench-v4,
   ``ema_epochs`` 0.5: about 0.1 epoch at epoch 1, 0.2 at epoch 2, half an epoch from 4.5 on).
-* Every rank updates its own copy after the same allreduced step, so the copies stay identical
-  without any communication.
+* Every rank updates its own copy after the same allreduced step, inside the training step's
+  graph (:meth:`WeightAverage.fold`), so the copies stay identical without any communication.
+* Only evaluation reads the average: a job with ``eval: false`` keeps none.
 * :meth:`WeightAverage.swapped` puts the average into the model for an evaluation and the
   training weights back after it. The update and the swaps stay on the TTA clock.
 """
@@ -49,24 +50,31 @@ class WeightAverage:
         self._shadow = [tf.Variable(v, trainable=False) for v in self._variables]
 
         @tf.function
-        def update(d: Any) -> None:
-            for s, v in zip(self._shadow, self._variables, strict=True):
-                s.assign(d * s + (1.0 - d) * v)
-
-        @tf.function
         def swap() -> None:
             for s, v in zip(self._shadow, self._variables, strict=True):
                 held = tf.identity(v)
                 v.assign(s)
                 s.assign(held)
 
-        self._update, self._swap = update, swap
+        self._swap = swap
+        self._update = tf.function(self.fold)
 
-    def update(self, step: int) -> None:
-        """Fold the weights after update ``step`` (0-based) into the average."""
+    def fold(self, step: Any) -> None:
+        """Fold the weights after update ``step`` (0-based; an integer tensor) into the average,
+        with :func:`ema_decay_at`'s ramp. Graph code: the training step calls it after applying
+        its gradients, so the average costs no dispatch of its own."""
         import tensorflow as tf
 
-        self._update(tf.constant(ema_decay_at(self.decay, step), tf.float32))
+        s = tf.cast(step, tf.float32)
+        d = tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + s) / (10.0 + s))
+        for shadow, v in zip(self._shadow, self._variables, strict=True):
+            shadow.assign(d * shadow + (1.0 - d) * v)
+
+    def update(self, step: int) -> None:
+        """:meth:`fold` on its own, outside a training step."""
+        import tensorflow as tf
+
+        self._update(tf.constant(step, tf.int64))
 
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:

@@ -145,7 +145,7 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
     kernels = [v for v in model.trainable_variables if "kernel" in v.path]
     average = (WeightAverage(model.trainable_variables,
                              ema_decay(cfg.optimizer.ema_epochs, steps_per_epoch))
-               if cfg.optimizer.ema_epochs is not None else None)
+               if cfg.optimizer.ema_epochs is not None and cfg.eval else None)
     n_classes = len(shards.classes)
     smoothing, decay = cfg.optimizer.label_smoothing, cfg.optimizer.weight_decay
 
@@ -160,6 +160,8 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
         grads = tape.gradient(loss, model.trainable_variables)
         reduced = comm.allreduce_mean([loss, *grads])
         optimizer.apply_gradients(zip(reduced[1:], model.trainable_variables, strict=True))
+        if average is not None:
+            average.fold(optimizer.iterations - 1)  # the update just applied, 0-based
         return reduced[0]
 
     @tf.function
@@ -202,8 +204,6 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
             optimizer.learning_rate.assign(lr * _inject_fault(cfg, rank, step))
             images, labels = next(train_iter)
             loss = float(train_step(images, labels))
-            if average is not None:
-                average.update(step)
             if step == 0:
                 first_step_s = time.time() - clock
             if not np.isfinite(loss):

@@ -63,3 +63,25 @@ def test_a_bf16_models_average_is_float32_and_swaps_back_exactly():
     for v, b, i in zip(weights, before, inside, strict=True):
         assert i == pytest.approx(b + 0.1, abs=1e-5)
         assert (v.numpy() == b + 1.0).all()  # the training weights, bit for bit
+
+
+def test_the_training_steps_graph_folds_in_each_update_with_its_ramped_decay():
+    import tensorflow as tf
+
+    w = tf.Variable([1.0, -2.0])
+    optimizer = tf.keras.optimizers.SGD(learning_rate=0.5)
+    optimizer.build([w])
+    average = WeightAverage([w], decay=0.3)
+
+    @tf.function
+    def step() -> None:  # as train.py's train_step: apply the gradients, then fold
+        optimizer.apply_gradients([(tf.ones_like(w), w)])
+        average.fold(optimizer.iterations - 1)
+
+    expected = [1.0, -2.0]
+    for k in range(3):  # decays 0.1, 0.1818..., then the cap 0.3
+        step()
+        d = ema_decay_at(0.3, k)
+        expected = [d * e + (1 - d) * x for e, x in zip(expected, w.numpy(), strict=True)]
+    with average.swapped():
+        assert w.numpy() == pytest.approx(expected, rel=1e-6)

@@ -33,12 +33,12 @@ from typing import Any
 
 from bench.common import append_jsonl, emit, machine, read_jsonl, synth_tree, table
 from bench.table import (
-    REFERENCE_LAYOUT,
     TABLES,
     Planned,
     add_workload_option,
     grid_params,
     load_table,
+    reference_layout,
     require_complete,
     run_one,
     table_best,
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     allowed = {"float32": True, "mixed_bfloat16": host.bf16_hardware,
                "float32_bf16math": host.amx_hardware}
     modes = [m for m in MODES if allowed[m]]
-    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+    ref = reference_layout(space)
     if args.quick:
         data = synth_tree(root / "data-64x80-400-m3", workload.tiff_size, 400, workload.moas)
         n_train, extra, seeds = 320, {"max_epochs": 1}, [0]

@@ -35,10 +35,13 @@ from explorer.layout_first import LAYOUT_DIMS
 from explorer.objective import interpolated_tta
 from search_spaces.space import SearchSpace
 
-__all__ = ["UNCONTENDED", "Run", "TableModel", "cell_key", "kendall_tau", "layout_check",
+__all__ = ["SIGNAL_PHASE", "UNCONTENDED", "Run", "TableModel", "cell_key", "kendall_tau", "layout_check",
            "uncontended"]
 
 CONVERGENCE_PHASES = ("repeat", "grid", "neighbour")  # runs on the config's own layout
+# bench.signal's own runs (the table's phase 6): the model does not read them at all, so that
+# recording them changes no figure of the replay, the headline or the calibration
+SIGNAL_PHASE = "signal"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class TableModel:
 
     def __init__(self, records: Sequence[dict[str, Any]], space: SearchSpace) -> None:
         self.space = space
-        self.records = [r for r in records if r.get("state") == "completed" and r.get("curve")]
+        self.records = [r for r in records if r.get("state") == "completed" and r.get("curve")
+                        and r.get("phase") != SIGNAL_PHASE]
         if not self.records:
             raise ValueError("the table holds no completed run")
         self.conv_dims = [n for n in space.dimensions if n not in LAYOUT_DIMS]

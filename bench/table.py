@@ -24,6 +24,13 @@ resumes across sessions; ``--limit`` stops after N new runs):
    baseline with seeds 0–4, and the table's best config (the replay's oracle: lowest expected
    TTA at the workload's target) with fresh seeds 10–14, as the seeds that chose it would
    flatter it. These runs are not part of the replay's lookup.
+6. **signal** (once the repeats are recorded): the repeats' grid points that reached the
+   workload's target with every repeat seed, again with seeds 3–9 and 15–19
+   (:data:`SIGNAL_SEEDS`, apart from the best's), for ``bench.signal``'s test of the grid's
+   within-config spread on seeds that were not seen when the test was chosen. Only
+   ``bench.signal`` reads them: :func:`load_table` drops them unless asked, and
+   ``bench.surrogate.TableModel`` ignores them, so they change no figure of the replay, the
+   headline, the calibration or the rehearsal check.
 
 Each record holds the config, the whole curve (epoch, training seconds and validation accuracy
 at every evaluation; node-seconds = seconds × ``nodes``), images/s, start-up, outcome, the
@@ -48,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import append_jsonl, machine, read_jsonl, run_job, synth_tree
-from bench.surrogate import TableModel
+from bench.surrogate import SIGNAL_PHASE, TableModel
 from explorer.layout_first import LAYOUT_DIMS
 from explorer.mcnn.events import read_events
 from explorer.record import median_images_per_sec
@@ -60,12 +67,14 @@ from search_spaces.plan import build_plan
 from search_spaces.space import SearchSpace, load_space
 
 __all__ = ["WORKLOAD", "Planned", "add_workload_option", "confirm_runs", "digest", "find_table",
-           "grid_params", "load_table", "planned_runs", "read_table", "require_complete",
-           "table_best", "table_path"]
+           "grid_params", "load_table", "planned_runs", "read_table", "reference_layout",
+           "require_complete", "signal_runs", "table_best", "table_path"]
 
 WORKLOAD = WORKLOADS["bench-v4"]
 REPEATS = 5  # grid points run with every seed of REPEAT_SEEDS
 REPEAT_SEEDS = (0, 1, 2)
+# phase 6: the repeats' grid points that reached the target with every seed, again (bench.signal)
+SIGNAL_SEEDS = (3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19)
 REFERENCE_LAYOUT = {"ranks_per_node": 1, "threads_per_rank": 2}  # the grid's runs
 # the cells' schedule: these values where the space has them, else each dimension's middle choice
 PROBE = {"peak_lr": 0.01, "warmup_epochs": 0.0, "first_decay_epoch": 5.0}
@@ -152,8 +161,8 @@ def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
                  data_root: Path) -> list[Planned]:
     """Every run of the table, in the order the module doc gives (infeasible ones dropped)."""
     grid = grid_params(space)
-    repeats = random.Random(0).sample(range(len(grid)), min(REPEATS, len(grid)))
-    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+    repeats = _repeat_points(grid)
+    ref = reference_layout(space)
     base = seed_baseline(space, hosts, n_train)
     probe = probe_params(space)
     runs = [Planned(config_name({**grid[i], **ref}), "repeat", {**grid[i], **ref}, seed=s)
@@ -178,13 +187,40 @@ def planned_runs(space: SearchSpace, hosts: Sequence[HostInfo], n_train: int,
         overrides={**r.overrides, "target_accuracy": None}).feasible]
 
 
+def _repeat_points(grid: Sequence[dict[str, Any]]) -> list[int]:
+    """The indices of the grid points run with several seeds (drawn before any run)."""
+    return random.Random(0).sample(range(len(grid)), min(REPEATS, len(grid)))
+
+
+def reference_layout(space: SearchSpace) -> dict[str, Any]:
+    """:data:`REFERENCE_LAYOUT`, as far as ``space`` has its dimensions (the grid's runs)."""
+    return {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+
+
+def signal_runs(space: SearchSpace, records: Sequence[dict[str, Any]],
+                target: float) -> list[Planned]:
+    """Phase 6 of the module doc: the repeats' grid points that every seed of
+    :data:`REPEAT_SEEDS` brought to ``target``, with :data:`SIGNAL_SEEDS`; none until those
+    repeats are recorded."""
+    grid, ref = grid_params(space), reference_layout(space)
+    points = [{**grid[i], **ref} for i in _repeat_points(grid)]
+    reached: dict[tuple[str, int], bool] = {
+        (r["config_id"], int(r["seed"])): any(float(c[2]) >= target for c in r["curve"])
+        for r in records if r.get("phase") == "repeat" and r.get("state") == "completed"}
+    keys = [(config_name(p), s) for p in points for s in REPEAT_SEEDS]
+    if any(k not in reached for k in keys):
+        return []
+    pool = [p for p in points if all(reached[(config_name(p), s)] for s in REPEAT_SEEDS)]
+    return [Planned(config_name(p), SIGNAL_PHASE, p, seed=s) for s in SIGNAL_SEEDS for p in pool]
+
+
 def table_best(records: Sequence[dict[str, Any]], space: SearchSpace,
                target: float) -> dict[str, Any] | None:
     """The grid's best config on the reference layout, as the replay's oracle judges it: the
     lowest expected TTA at ``target`` (median over its recorded seeds, on its cell's median time
     axis: ``bench.surrogate.TableModel``). Its record of seed 0; None when none reaches it."""
     model = TableModel(records, space)
-    ref = {k: v for k, v in REFERENCE_LAYOUT.items() if k in space.dimensions}
+    ref = reference_layout(space)
     ranked = sorted((model.expected_tta({**p, **ref}, target), i)
                     for i, p in enumerate(grid_params(space)))
     if not ranked or ranked[0][0] == float("inf"):
@@ -237,17 +273,18 @@ def find_table(workload: Workload, machine_class: str, *, quick: bool,
                      f"--table with one of: {', '.join(map(str, others)) or 'none recorded'}")
 
 
-def load_table(table: str | None, *, quick: bool,
-               workload: Workload) -> tuple[Path, list[dict[str, Any]]]:
+def load_table(table: str | None, *, quick: bool, workload: Workload,
+               signal: bool = False) -> tuple[Path, list[dict[str, Any]]]:
     """The table to analyse (``--table``, else :func:`find_table`'s) and its runs of
-    ``workload``.
+    ``workload``; the phase-6 runs only with ``signal`` (``bench.signal``'s own).
 
     Raises:
         SystemExit: no table, or none of its runs is of the workload (a one-line error).
     """
     path = Path(table) if table else find_table(workload, machine()["machine_class"],
                                                 quick=quick)
-    records = [r for r in read_table(path) if r.get("workload") == workload.id]
+    records = [r for r in read_table(path) if r.get("workload") == workload.id
+               and (signal or r.get("phase") != SIGNAL_PHASE)]
     if not records:
         raise SystemExit(f"error: {path} holds no run of {workload.id}; record them with "
                          f"python -m bench.table --workload {workload.id}")
@@ -372,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [r for r in read_table(path) if r.get("workload") == workload.id]
     if not args.quick:
         runs += confirm_runs(space, hosts, n_train, records, runs, workload)
+        runs += signal_runs(space, records, workload.target_accuracy)
     classes = {r["machine"]["machine_class"] for r in records}
     here = machine()["machine_class"]
     if classes - {here}:

@@ -24,6 +24,7 @@ from bench.search import study_trace, tiered
 from bench.stats import bootstrap_median, bootstrap_ratio
 from bench.surrogate import TableModel, kendall_tau, layout_check
 from bench.table import (
+    BEST_SEEDS,
     PROBE,
     REFERENCE_LAYOUT,
     WORKLOAD,
@@ -33,6 +34,7 @@ from bench.table import (
     grid_params,
     planned_runs,
     probe_params,
+    signal_runs,
     table_best,
 )
 from bench.table import main as table_main
@@ -106,6 +108,22 @@ def test_the_table_plan_covers_the_grid_once_with_repeats_cells_and_neighbours()
     assert {(r.params["ranks_per_node"], r.params["threads_per_rank"]) for r in cells} == {
         (1, 1), (2, 1)}
     assert all({k: r.params[k] for k in PROBE} == PROBE for r in cells) and len(cells) == 6
+
+
+def test_the_signal_phase_reruns_the_repeated_grid_points_that_reached_on_fresh_seeds(records):
+    assert signal_runs(SPACE, [], 0.7) == []  # it waits for the repeats
+    repeats = [r for r in records if r["phase"] == "repeat" and not r["overrides"]]
+    names = sorted({r["config_id"] for r in repeats})
+    missed = next(r for r in repeats if r["config_id"] == names[0] and r["seed"] == 1)
+    table = [r for r in records if r is not missed] + [
+        {**missed, "curve": [[c[0], c[1], 0.5] for c in missed["curve"]]}]  # seed 1 misses
+    runs = signal_runs(SPACE, table, 0.7)
+    assert {r.config_id for r in runs} == set(names[1:])  # every other one reaches 0.7
+    assert {r.phase for r in runs} == {"signal"} and len(runs) == len(names[1:]) * 12
+    assert not {r.seed for r in runs} & {0, 1, 2, *BEST_SEEDS}
+    model = TableModel(records + [_record(r.config_id, r.phase, r.params, r.seed) for r in runs],
+                       SPACE)
+    assert model.records == TableModel(records, SPACE).records  # no figure of the replay moves
 
 
 def test_the_cells_probe_keeps_probes_values_and_takes_the_middle_choice_of_other_dims(

@@ -18,7 +18,7 @@ from bench.rehearsal_check import calibration_workload
 from bench.replay import main as replay_main
 from bench.search import main as search_main
 from bench.signal import main as signal_main
-from bench.table import REFERENCE_LAYOUT, WORKLOAD, grid_params
+from bench.table import REFERENCE_LAYOUT, WORKLOAD, grid_params, load_table
 from explorer.cli_rehearse import default_calibration
 from explorer.rehearsal.model import load_calibration
 from explorer.workloads import WORKLOADS
@@ -90,6 +90,18 @@ def test_a_table_without_a_run_of_the_workload_is_refused(tmp_path):
     table = _one_grid_run(tmp_path / "table.jsonl", "bench-v2")
     with pytest.raises(SystemExit, match=r"^error: \S+table\.jsonl holds no run of bench-v3;"):
         signal_main(["--table", str(table), "--workload", "bench-v3"])
+
+
+def test_only_bench_signal_reads_the_tables_phase_6_runs(tmp_path):
+    table = _one_grid_run(tmp_path / "table.jsonl", "bench-v4")
+    record = json.loads(table.read_text())
+    with table.open("a") as f:
+        f.write(json.dumps({**record, "phase": "signal", "seed": 3}) + "\n")
+    workload = WORKLOADS["bench-v4"]
+    _, records = load_table(str(table), quick=False, workload=workload)
+    assert [r["phase"] for r in records] == ["grid"]
+    _, records = load_table(str(table), quick=False, workload=workload, signal=True)
+    assert [r["phase"] for r in records] == ["grid", "signal"]
 
 
 def test_an_earlier_workloads_committed_table_is_still_read_by_its_id(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -91,9 +92,23 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def emit(name: str, data: dict[str, Any]) -> None:
-    """The machine-readable result: one JSON line, prefixed so it can be grepped."""
-    print("BENCH_JSON " + json.dumps({"bench": name, **data}, sort_keys=True), flush=True)
+    """The machine-readable result: one line of strict JSON (a figure that is NaN or infinite,
+    such as the TTA of a config that missed its target, is null), prefixed so it can be
+    grepped."""
+    line = json.dumps(_strict({"bench": name, **data}), sort_keys=True, allow_nan=False)
+    print("BENCH_JSON " + line, flush=True)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

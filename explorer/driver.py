@@ -63,7 +63,7 @@ from launchers.base import JobHandle, Launcher
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError, LaunchError
 from mcnn_base.urls import mask_url
-from search_spaces.baseline import load_baseline
+from search_spaces.baseline import base_differences, load_baseline
 from search_spaces.plan import TrialPlan, build_plan, deep_merge, place
 from search_spaces.space import SearchSpace, load_space
 
@@ -193,6 +193,11 @@ class StudyDriver:
         # a baseline that cannot run on this pool and split fails here, before any write
         baseline = (load_baseline(self.s.baseline, self.space, self.s.hosts, n_train)
                     if self.s.baseline else None)
+        differs = base_differences(baseline, self.space) if baseline and \
+            self.s.baseline != "seed" else []
+        if differs:
+            self.log(f"note: baseline {self.s.baseline} runs with its own values where the "
+                     f"space's base sets others for every trial: {'; '.join(differs)}")
         split = (self.base.get("data") or {}).get("split") or {}
         attrs = {"space": str(self.s.space.resolve()), "space_name": self.space.name,
                  "objective": self.s.objective, "target_accuracy": self.base.get("target_accuracy"),

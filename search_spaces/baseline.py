@@ -31,8 +31,8 @@ from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
 from search_spaces.space import SearchSpace
 
-__all__ = ["SEED_NODE_BATCH", "SEED_RANKS", "SEED_SCHEDULE", "Baseline", "file_baseline",
-           "load_baseline", "seed_baseline"]
+__all__ = ["SEED_NODE_BATCH", "SEED_RANKS", "SEED_SCHEDULE", "Baseline", "base_differences",
+           "file_baseline", "load_baseline", "seed_baseline"]
 
 SEED_SCHEDULE = "0.008;2;0.032;5;0.029;10;0.026;15;0.001;20;0.0001"
 SEED_RANKS = 4  # workers per node
@@ -113,6 +113,26 @@ def file_baseline(path: Path, hosts: Sequence[HostInfo]) -> Baseline:
                       threads_per_rank=cfg.layout.threads_per_rank,
                       binding=cfg.layout.binding, nodes=max(1, len(cfg.layout.hosts)))
     return Baseline(str(path), {**layout, "per_worker_batch": cfg.per_worker_batch}, overrides)
+
+
+def _leaves(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def base_differences(baseline: Baseline, space: SearchSpace) -> list[str]:
+    """Where a file baseline runs with other values than the space's base sets for every trial
+    (``optimizer.ema_epochs 0.0 (base 0.5)``): a file that leaves a key out runs with the
+    config's default, not the base's, so it may be evaluated or sized differently from the
+    trials. The study's own keys (data root, target, layout, ...) are not compared."""
+    mine = _leaves(baseline.overrides)  # the file's data root and the study's keys are not in it
+    return [f"{key} {mine[key]!r} (base {value!r})"
+            for key, value in _leaves(space.base).items() if key in mine and mine[key] != value]
 
 
 def load_baseline(spec: str, space: SearchSpace, hosts: Sequence[HostInfo],

@@ -342,6 +342,20 @@ def test_layout_first_measures_layouts_then_launches_on_the_fastest(tmp_path, tr
     assert spent_node_s(study) > sum(t.node_s for t in stage2)  # stage 1 counts as compute
 
 
+def test_a_file_baseline_that_differs_from_the_spaces_base_is_said_before_it_runs(tmp_path,
+                                                                                   tracking):
+    mine = tmp_path / "mine.yaml"  # no max_epochs: the config's default (20), not the base's 4
+    mine.write_text("data: {root: /x, image_size: [64, 80]}\nper_worker_batch: 8\n")
+    said: list[str] = []
+    clock = ManualClock(0.0)
+    launcher = FakeLauncher(clock, [epochs([0.85], target=0.8)])
+    _driver(tmp_path, tracking, launcher, clock, trials=1, baseline=str(mine),
+            log=said.append).run()
+    note = [m for m in said if m.startswith(f"note: baseline {mine} runs with its own values")]
+    assert len(note) == 1 and "max_epochs 20.0 (base 4)" in note[0], said
+    assert "image_size" not in note[0]  # the same as the base's
+
+
 def test_an_interrupted_baseline_runs_again_on_the_next_launch(tmp_path, tracking):
     clock = ManualClock(0.0)
 

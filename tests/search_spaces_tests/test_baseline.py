@@ -7,7 +7,13 @@ import yaml
 
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
-from search_spaces.baseline import SEED_SCHEDULE, file_baseline, load_baseline, seed_baseline
+from search_spaces.baseline import (
+    SEED_SCHEDULE,
+    base_differences,
+    file_baseline,
+    load_baseline,
+    seed_baseline,
+)
 from search_spaces.plan import build_plan
 from search_spaces.space import load_space
 from tests.spaces import write_space
@@ -67,3 +73,22 @@ def test_a_missing_or_invalid_baseline_file_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         file_baseline(bad, [HostInfo("a", 2)])
     assert "bad.yaml" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_file_baseline_says_where_it_differs_from_the_spaces_base(tmp_path):
+    path = write_space(tmp_path / "s.yaml", ranks=(1, 2), batches=(8, 16),
+                       base={"optimizer": {"ema_epochs": 0.5}, "data": {"image_size": [48, 64]},
+                             "target_accuracy": 0.7})
+    space = load_space(path)
+    mine = tmp_path / "mine.yaml"  # the same image size, no moving average, its own target
+    mine.write_text(yaml.safe_dump({"data": {"root": "/x", "image_size": [48, 64]},
+                                    "target_accuracy": 0.9}))
+    differs = base_differences(file_baseline(mine, [HostInfo("a", 2)]), space)
+    # the config's defaults where the file is silent; the target is the study's, not compared
+    assert "optimizer.ema_epochs None (base 0.5)" in differs
+    assert "max_epochs 20.0 (base 2)" in differs and not any("target" in d for d in differs)
+    assert not any(d.startswith("data.") for d in differs)
+    same = {k: v for k, v in space.base.items() if k != "target_accuracy"}
+    same["data"] = {**same["data"], "root": "/x"}  # the study's data replaces it
+    mine.write_text(yaml.safe_dump(same))
+    assert base_differences(file_baseline(mine, [HostInfo("a", 2)]), space) == []

@@ -49,7 +49,7 @@ bench-quick: setup
 	$(PY) -m bench.search --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.table --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.signal --quick
-	$(PY) -m bench.pilot_warmup --read  # reads the committed pilot records
+	$(PY) -m bench.pilot_warmup --read  # reads the committed pilot records (any class's)
 	$(PY) -m bench.replay --quick --workdir $(BENCH_WORK)
 	$(PY) -m bench.calibrate --quick
 	$(PY) -m bench.rehearsal_points --quick --workdir $(BENCH_WORK)

@@ -8,7 +8,8 @@ and two grid points with a warm-up of 0.333 epochs instead of none, seeds 0–7 
 runs nothing and prints the reading: the SD of log TTA (step TTA, each run's own clock; a miss
 counts at the end of its clock) per config and pooled over the warm-up configs and over the same
 two grid points without a warm-up (the table's 15 seeds each), with the F interval of the ratio.
-Records: ``bench/tables/pilots/warmup.<workload>.<class>.jsonl``. Synthetic stand-in.
+Records: ``bench/tables/pilots/warmup.<workload>.<class>.jsonl``; ``--read`` reads this
+machine class's, else another class's (and says so). Synthetic stand-in.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import append_jsonl, machine, read_jsonl
+from bench.common import append_jsonl, emit, machine, read_jsonl
 from bench.signal import pooled_log_sd
 from bench.stats import sd_ratio_interval
 from bench.table import (
@@ -62,8 +63,15 @@ def _log_tta(record: dict[str, Any], target: float) -> float:
     return math.log(float(hit))
 
 
+def verdict(ratio: float, lower: float) -> str:
+    """The pre-registered verdict at 0.85 (BENCHMARKS §5)."""
+    return "the warm-up helps" if ratio >= 2.0 and lower > 1.0 else "no effect shown"
+
+
 def read(pilot: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]],
-         targets: Sequence[float] = (0.85, 0.9)) -> None:
+         targets: Sequence[float] = (0.85, 0.9)) -> list[dict[str, Any]]:
+    """Print the reading and return it, a dict per target; a config with no completed run yet
+    (a pilot still recording) is said and left out of its pool."""
     ok = [r for r in [*pilot, *table] if r.get("state") == "completed"]
     warm = {"practitioner": [r for r in ok if r["config_id"] == "practitioner"
                              and r["phase"] in ("confirm", "pilot")]}
@@ -72,19 +80,37 @@ def read(pilot: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]],
         for groups, wu in ((warm, 0.333), (cold, 0.0)):
             name = config_name(_point(lr, batch, decay, wu))
             groups[name] = [r for r in ok if r["config_id"] == name]
+    out = []
     for target in targets:
         pooled = {}
         for label, groups in (("warm-up", warm), ("no warm-up", cold)):
-            logs = [[_log_tta(r, target) for r in recs] for recs in groups.values()]
-            for name, lg in zip(groups, logs, strict=True):
-                sd, _ = pooled_log_sd([lg])
+            logs = []
+            for name, recs in groups.items():
+                if not recs:
+                    print(f"{target}: {label:10s} {name:32s} no completed run yet")
+                    continue
+                lg = [_log_tta(r, target) for r in recs]
+                logs.append(lg)
                 print(f"{target}: {label:10s} {name:32s} {len(lg):2d} seeds, SD of log TTA "
-                      f"{sd:.3f}, TTA {math.exp(min(lg)):.1f}-{math.exp(max(lg)):.1f} s")
+                      f"{pooled_log_sd([lg])[0]:.3f}, TTA {math.exp(min(lg)):.1f}-"
+                      f"{math.exp(max(lg)):.1f} s")
             pooled[label] = pooled_log_sd(logs)
         (sc, dc), (sw, dw) = pooled["no warm-up"], pooled["warm-up"]
-        lo, hi = sd_ratio_interval(sc / sw, dc, dw)
+        ratio = sc / sw if sw > 0 else math.nan
+        lo, hi = sd_ratio_interval(ratio, dc, dw)
+        said = verdict(ratio, lo) if target == 0.85 else ""
         print(f"{target}: pooled SD, warm-up {sw:.3f} ({dw} df), no warm-up {sc:.3f} ({dc} df): "
-              f"ratio {sc / sw:.2f} [{lo:.2f}, {hi:.2f}] (90 %)")
+              f"ratio {ratio:.2f} [{lo:.2f}, {hi:.2f}] (90 %)" + (f": {said}" if said else ""))
+        out.append({"target": target, "sd_warm": sw, "df_warm": dw, "sd_cold": sc,
+                    "df_cold": dc, "ratio": ratio, "ci": [lo, hi], "verdict": said or None})
+    return out
+
+
+def _pilot_file(here: str) -> Path:
+    """This class's pilot records, else any class's (so that a smoke run reads something)."""
+    own = TABLES / "pilots" / f"warmup.{WORKLOAD.id}.{here}.jsonl"
+    others = sorted((TABLES / "pilots").glob(f"warmup.{WORKLOAD.id}.*.jsonl"))
+    return own if own.is_file() or not others else others[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     here = machine()["machine_class"]
     out = TABLES / "pilots" / f"warmup.{WORKLOAD.id}.{here}.jsonl"
     if args.read:
-        pilot = read_jsonl(out)
+        path = _pilot_file(here)
+        pilot = read_jsonl(path)
         if not pilot:
-            print(f"no pilot records for machine class {here} ({out}): run without --read to "
-                  "record them")
+            print(f"no pilot records ({path}): run without --read to record them")
             return 0
-        read(pilot, read_table(table_path(WORKLOAD, here)))
+        cls = path.name.removeprefix(f"warmup.{WORKLOAD.id}.").removesuffix(".jsonl")
+        print(f"pilot {path} (machine class {cls}{'' if cls == here else ', not this one'}; "
+              "synthetic stand-in)")
+        emit("pilot_warmup", {"pilot": str(path), "machine_class": cls,
+                              "targets": read(pilot, read_table(table_path(WORKLOAD, cls)))})
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(args.workdir).resolve()

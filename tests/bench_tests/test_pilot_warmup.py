@@ -2,7 +2,11 @@ from __future__ import annotations
 
 import math
 
-from bench.pilot_warmup import _log_tta, read
+from bench.pilot_warmup import _log_tta, planned, read, verdict
+from launchers.hosts import HostInfo
+
+WARM = ["lr0.01-wu0.333-dec5-b32-r1-t2", "lr0.02-wu0.333-dec3-b16-r1-t2"]
+COLD = ["lr0.01-wu0-dec5-b32-r1-t2", "lr0.02-wu0-dec3-b16-r1-t2"]
 
 
 def _record(config_id: str, seed: int, crossing_s: float, phase: str = "pilot") -> dict:
@@ -12,6 +16,16 @@ def _record(config_id: str, seed: int, crossing_s: float, phase: str = "pilot") 
             "curve": curve}
 
 
+def test_the_pilot_plans_the_pre_registered_23_runs():
+    runs = planned([HostInfo("localhost", 2)])
+    assert len(runs) == 23 and len({r.key for r in runs}) == 23
+    assert [r.seed for r in runs if r.config_id == "practitioner"] == list(range(5, 12))
+    for name in WARM:
+        mine = [r for r in runs if r.config_id == name]
+        assert [r.seed for r in mine] == list(range(8))
+        assert all(r.params["warmup_epochs"] == 0.333 for r in mine)
+
+
 def test_a_miss_counts_at_the_end_of_its_own_clock():
     record = {"curve": [[0.5, 5.0, 0.5], [6.0, 61.0, 0.84]]}
     assert _log_tta(record, 0.85) == math.log(61.0)
@@ -19,12 +33,29 @@ def test_a_miss_counts_at_the_end_of_its_own_clock():
 
 
 def test_the_reading_pools_each_side_and_gives_the_sd_ratio(capsys):
-    warm = ["practitioner", "lr0.01-wu0.333-dec5-b32-r1-t2", "lr0.02-wu0.333-dec3-b16-r1-t2"]
-    cold = ["lr0.01-wu0-dec5-b32-r1-t2", "lr0.02-wu0-dec3-b16-r1-t2"]
-    pilot = [_record(c, s, t) for c in warm for s, t in ((0, 10.0), (1, 20.0))]
-    table = [_record(c, s, t, "repeat") for c in cold for s, t in ((0, 10.0), (1, 40.0))]
+    pilot = [_record(c, s, t) for c in ["practitioner", *WARM]
+             for s, t in ((5, 10.0), (6, 20.0))]
+    table = [_record(c, s, t, "repeat") for c in COLD for s, t in ((0, 10.0), (1, 40.0))]
     table.append({**_record("practitioner", 9, 99.0), "state": "failed"})  # not read
-    read(pilot, table, targets=(0.9,))
+    table.append(_record("practitioner", 0, 10.0, "confirm"))  # the table's seeds are read
+    table.append(_record("practitioner", 7, 99.0, "neighbour"))  # another phase is not
+    (row,) = read(pilot, table, targets=(0.85,))
     out = capsys.readouterr().out
-    # each side: log(2) or log(4) apart per config, so the no-warm-up SD is twice the warm-up's
-    assert "warm-up 0.490 (3 df), no warm-up 0.980 (2 df): ratio 2.00" in out
+    assert "practitioner                      3 seeds" in out
+    # the no-warm-up side: log 4 apart per config, twice the SD of the warm-up side's log 2
+    assert (row["df_warm"], row["df_cold"]) == (4, 2)
+    assert math.isclose(row["sd_cold"], math.log(4) / math.sqrt(2))
+    assert 2.0 < row["ratio"] < 2.2 and row["verdict"] == verdict(row["ratio"], row["ci"][0])
+
+
+def test_a_pilot_still_recording_is_read_without_its_missing_configs(capsys):
+    pilot = [_record("practitioner", s, t) for s, t in ((5, 10.0), (6, 20.0))]
+    table = [_record(c, s, t, "repeat") for c in COLD for s, t in ((0, 10.0), (1, 40.0))]
+    (row,) = read(pilot, table, targets=(0.9,))
+    assert row["df_warm"] == 1 and row["verdict"] is None  # the verdict is read at 0.85 only
+    assert capsys.readouterr().out.count("no completed run yet") == 2
+
+
+def test_the_verdict_needs_twice_the_sd_and_an_interval_above_one():
+    assert verdict(2.0, 1.01) == "the warm-up helps"
+    assert verdict(2.5, 1.0) == verdict(1.9, 1.5) == "no effect shown"

@@ -127,7 +127,7 @@ def _leaves(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def base_differences(baseline: Baseline, space: SearchSpace) -> list[str]:
     """Where a file baseline runs with other values than the space's base sets for every trial
-    (``optimizer.ema_epochs 0.0 (base 0.5)``): a file that leaves a key out runs with the
+    (``optimizer.ema_epochs None (base 0.5)``): a file that leaves a key out runs with the
     config's default, not the base's, so it may be evaluated or sized differently from the
     trials. The study's own keys (data root, target, layout, ...) are not compared."""
     mine = _leaves(baseline.overrides)  # the file's data root and the study's keys are not in it

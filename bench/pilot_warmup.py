@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import append_jsonl, emit, machine, read_jsonl
-from bench.signal import pooled_log_sd
+from bench.signal import own_run, pooled_log_sd, reached_logs
 from bench.stats import sd_ratio_interval
 from bench.table import (
     TABLES,
@@ -58,11 +58,6 @@ def planned(hosts: Sequence[HostInfo]) -> list[Planned]:
     return runs
 
 
-def _log_tta(record: dict[str, Any], target: float) -> float:
-    hit = next((c[1] for c in record["curve"] if c[2] >= target), record["curve"][-1][1])
-    return math.log(float(hit))
-
-
 def verdict(ratio: float, lower: float) -> str:
     """The pre-registered verdict at 0.85 (BENCHMARKS §5)."""
     return "the warm-up helps" if ratio >= 2.0 and lower > 1.0 else "no effect shown"
@@ -84,13 +79,12 @@ def read(pilot: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]],
     for target in targets:
         pooled = {}
         for label, groups in (("warm-up", warm), ("no warm-up", cold)):
-            logs = []
-            for name, recs in groups.items():
-                if not recs:
-                    print(f"{target}: {label:10s} {name:32s} no completed run yet")
-                    continue
-                lg = [_log_tta(r, target) for r in recs]
-                logs.append(lg)
+            for name in (n for n, recs in groups.items() if not recs):
+                print(f"{target}: {label:10s} {name:32s} no completed run yet")
+            runs = {n: [own_run(r) for r in recs] for n, recs in groups.items() if recs}
+            # step TTA on each run's own clock; a miss counts at the end of it
+            logs = reached_logs(runs, target, censor=True)
+            for name, lg in zip(runs, logs, strict=True):
                 print(f"{target}: {label:10s} {name:32s} {len(lg):2d} seeds, SD of log TTA "
                       f"{pooled_log_sd([lg])[0]:.3f}, TTA {math.exp(min(lg)):.1f}-"
                       f"{math.exp(max(lg)):.1f} s")
@@ -106,11 +100,18 @@ def read(pilot: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]],
     return out
 
 
-def _pilot_file(here: str) -> Path:
-    """This class's pilot records, else any class's (so that a smoke run reads something)."""
-    own = TABLES / "pilots" / f"warmup.{WORKLOAD.id}.{here}.jsonl"
-    others = sorted((TABLES / "pilots").glob(f"warmup.{WORKLOAD.id}.*.jsonl"))
-    return own if own.is_file() or not others else others[0]
+def _pilot_file(machine_class: str) -> Path:
+    return TABLES / "pilots" / f"warmup.{WORKLOAD.id}.{machine_class}.jsonl"
+
+
+def _recorded_class(here: str) -> str:
+    """This machine class when it has pilot records, else one that has (so that a smoke run
+    reads something), else this one."""
+    if _pilot_file(here).is_file():
+        return here
+    found = sorted((TABLES / "pilots").glob(f"warmup.{WORKLOAD.id}.*.jsonl"))
+    return found[0].name.removeprefix(f"warmup.{WORKLOAD.id}.").removesuffix(".jsonl") \
+        if found else here
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,14 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read", action="store_true", help="print the reading, run nothing")
     args = parser.parse_args(argv)
     here = machine()["machine_class"]
-    out = TABLES / "pilots" / f"warmup.{WORKLOAD.id}.{here}.jsonl"
+    out = _pilot_file(here)
     if args.read:
-        path = _pilot_file(here)
+        cls = _recorded_class(here)
+        path = _pilot_file(cls)
         pilot = read_jsonl(path)
         if not pilot:
             print(f"no pilot records ({path}): run without --read to record them")
             return 0
-        cls = path.name.removeprefix(f"warmup.{WORKLOAD.id}.").removesuffix(".jsonl")
         print(f"pilot {path} (machine class {cls}{'' if cls == here else ', not this one'}; "
               "synthetic stand-in)")
         emit("pilot_warmup", {"pilot": str(path), "machine_class": cls,

@@ -48,12 +48,13 @@ from bench.table import add_workload_option, grid_params, load_table
 from explorer.workloads import WORKLOADS
 from search_spaces.space import SearchSpace, load_space
 
-__all__ = ["pooled_log_sd", "signal_at", "whole_space"]
+__all__ = ["own_run", "pooled_log_sd", "reached_logs", "signal_at", "whole_space"]
 
 TARGET_RATIO = 3.0
 
 
-def _own_run(record: dict[str, Any]) -> Run:
+def own_run(record: dict[str, Any]) -> Run:
+    """A table record as a :class:`Run` on its own clock (not its cell's median time axis)."""
     curve = record["curve"]
     return Run([(float(c[1]), float(c[2])) for c in curve], [float(c[0]) for c in curve],
                float(record.get("startup_s") or 0.0), record["config_id"], int(record["seed"]))
@@ -69,7 +70,7 @@ def pooled_log_sd(logs: Sequence[Sequence[float]]) -> tuple[float, int]:
                      / df), df
 
 
-def _reached_logs(repeats: dict[str, list[Run]], target: float,
+def reached_logs(repeats: dict[str, list[Run]], target: float,
                   censor: bool = False) -> list[list[float]]:
     """Each config's log TTAs at ``target``, for the configs every seed brought to it; with
     ``censor``, every config, a run that missed counting at the end of its time axis."""
@@ -97,7 +98,7 @@ def signal_at(repeats: dict[str, list[Run]], target: float) -> dict[str, Any]:
         if full:
             medians.append(statistics.median(reached))
             ranges.append(max(reached) - min(reached))
-    logs = _reached_logs(repeats, target)
+    logs = reached_logs(repeats, target)
     between = max(medians) - min(medians) if len(medians) > 1 else 0.0
     within = statistics.median(ranges) if ranges else 0.0
     ratio = between / within if within > 0 else math.nan
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     t = workload.target_accuracy
     targets = args.targets or ([t] if args.quick else [round(t - 0.1, 2), round(t - 0.05, 2), t])
     classes = sorted({r["machine"]["machine_class"] for r in records})
-    cell, own = _repeats(records, on_cell_axis), _repeats(records, _own_run)
+    cell, own = _repeats(records, on_cell_axis), _repeats(records, own_run)
     # the test chosen after seeing seeds 0-2 (BENCHMARKS §5): the grid's points only, on the
     # seeds recorded for it afterwards (the table's phase 6), and on all their seeds
     fresh = _repeats(records, on_cell_axis, (SIGNAL_PHASE,), grid_only=True)
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         held, points = model.coverage(grid_params(space))
         readings = {"all configs with repeats": cell, "grid points, every seed": grid,
                     "grid points, fresh seeds (the test)": fresh}
-        spaces = {label: whole_space(model, space, target, pooled_log_sd(_reached_logs(
+        spaces = {label: whole_space(model, space, target, pooled_log_sd(reached_logs(
                       configs, target, censor=configs is fresh)))
                   for label, configs in readings.items()}
         w = spaces["all configs with repeats"]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import math
 
-from bench.pilot_warmup import _log_tta, planned, read, verdict
+from bench.pilot_warmup import planned, read, verdict
+from bench.signal import own_run, reached_logs
 from launchers.hosts import HostInfo
 
 WARM = ["lr0.01-wu0.333-dec5-b32-r1-t2", "lr0.02-wu0.333-dec3-b16-r1-t2"]
@@ -27,9 +28,10 @@ def test_the_pilot_plans_the_pre_registered_23_runs():
 
 
 def test_a_miss_counts_at_the_end_of_its_own_clock():
-    record = {"curve": [[0.5, 5.0, 0.5], [6.0, 61.0, 0.84]]}
-    assert _log_tta(record, 0.85) == math.log(61.0)
-    assert _log_tta(_record("x", 0, 12.0), 0.85) == math.log(12.0)
+    # the reading's log TTA: bench.signal's own-clock runs, censored
+    record = {"config_id": "x", "seed": 1, "curve": [[0.5, 5.0, 0.5], [6.0, 61.0, 0.84]]}
+    runs = {"x": [own_run(record), own_run(_record("x", 0, 12.0))]}
+    assert reached_logs(runs, 0.85, censor=True) == [[math.log(61.0), math.log(12.0)]]
 
 
 def test_the_reading_pools_each_side_and_gives_the_sd_ratio(capsys):

@@ -57,24 +57,18 @@ class WeightAverage:
                 s.assign(held)
 
         self._swap = swap
-        self._update = tf.function(self.fold)
 
     def fold(self, step: Any) -> None:
-        """Fold the weights after update ``step`` (0-based; an integer tensor) into the average,
-        with :func:`ema_decay_at`'s ramp. Graph code: the training step calls it after applying
-        its gradients, so the average costs no dispatch of its own."""
+        """Fold the weights after update ``step`` (0-based; an integer or an integer tensor) into
+        the average, with :func:`ema_decay_at`'s ramp. The training step calls it inside its graph
+        after applying its gradients, so the average costs no dispatch of its own; it also runs
+        eagerly."""
         import tensorflow as tf
 
         s = tf.cast(step, tf.float32)
         d = tf.minimum(tf.constant(self.decay, tf.float32), (1.0 + s) / (10.0 + s))
         for shadow, v in zip(self._shadow, self._variables, strict=True):
             shadow.assign(d * shadow + (1.0 - d) * v)
-
-    def update(self, step: int) -> None:
-        """:meth:`fold` on its own, outside a training step."""
-        import tensorflow as tf
-
-        self._update(tf.constant(step, tf.int64))
 
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:

@@ -39,12 +39,12 @@ def test_average_is_swapped_in_for_evaluation_and_out_after():
     w = tf.Variable([0.0, 10.0])
     average = WeightAverage([w], decay=0.5)
     w.assign([4.0, 2.0])
-    average.update(step=100)  # decay 0.5: halfway from the initial weights
+    average.fold(100)  # decay 0.5: halfway from the initial weights
     with average.swapped():
         assert w.numpy().tolist() == [2.0, 6.0]
     assert w.numpy().tolist() == [4.0, 2.0]  # training goes on from its own weights
     w.assign([6.0, 6.0])
-    average.update(step=0)  # the first update's decay is 0.1, not 0.5
+    average.fold(0)  # the first update's decay is 0.1, not 0.5
     with average.swapped():
         assert w.numpy() == pytest.approx([5.6, 6.0])
 
@@ -57,7 +57,7 @@ def test_a_bf16_models_average_is_float32_and_swaps_back_exactly():
     assert {s.dtype.name for s in average._shadow} == {"float32"}
     for v in weights:
         v.assign(v + 1.0)
-    average.update(step=100)  # decay 0.9: the average moves a tenth of the way
+    average.fold(100)  # decay 0.9: the average moves a tenth of the way
     with average.swapped():
         inside = [v.numpy().copy() for v in weights]
     for v, b, i in zip(weights, before, inside, strict=True):

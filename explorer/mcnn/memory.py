@@ -6,7 +6,8 @@ A rank's peak RSS is the larger of its training and its evaluation phase, each t
 * **model state**: weights, gradients, the SGD momentum slot, the allreduced gradients and
   oneDNN's reordered copy of the weights, 4 bytes each per parameter (``mixed_bfloat16`` adds
   the 2-byte cast of the weights, a moving average of the weights adds its 4-byte copy:
-  ``optimizer.ema_epochs``), and Horovod's 64 MiB fusion buffer when there are 2+ ranks;
+  ``optimizer.ema_epochs``), and 64 MiB for Horovod's fusion buffer when there are 2+ ranks
+  (see :data:`FUSION_BYTES`: a measured figure, not Horovod's threshold);
 * **input pipeline** (:mod:`explorer.mcnn.pipeline`): the in-memory cache of the rank's shard
   when the split is small, else its shuffle buffer of decoded uint8 images (its share of the
   training images, at most 10,000 and 1 GiB; from a cache it shares the cached buffers), and two
@@ -45,7 +46,12 @@ __all__ = ["CALIBRATION_FILE", "MemoryCalibration", "MemoryEstimate", "activatio
 CALIBRATION_FILE = Path(__file__).with_name("memory_calibration.json")
 MIB = 1024.0**2
 GIB = 1024.0**3
-FUSION_BYTES = 64 * MIB  # Horovod's default fusion buffer (HOROVOD_FUSION_THRESHOLD)
+# What a rank's fusion buffer adds to its peak RSS. Horovod's default fusion threshold has been
+# 128 MiB since 0.21 (horovod PR #2468; this project runs 0.28.1), as the rehearsal's allreduce
+# model assumes. As resident memory, 64 MiB fits the one 2-rank point measured (BENCHMARKS §7,
+# 256x320: +5.0 % with 64, about +10 % with 128). Why less than the threshold is resident was
+# not measured; more 2-rank points would settle it.
+FUSION_BYTES = 64 * MIB
 EVAL_BATCH = 32  # evaluation batches hold up to 32 images of at most EVAL_PIXELS each ...
 EVAL_PIXELS = 256 * 320  # ... fewer (never fewer than the training batch) at larger sizes
 

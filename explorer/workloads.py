@@ -35,10 +35,6 @@ class Workload:
     def classes(self) -> int:
         return self.moas + 1
 
-    @property
-    def val_images(self) -> int:
-        return self.images // 5
-
     def synthesize(self, root: Path) -> Path:
         """Write the workload's tree at ``root`` (deterministic for the workload)."""
         return synthesize(root, SynthOptions(size=self.tiff_size, images=self.images,
@@ -46,8 +42,9 @@ class Workload:
                                              skip_weakest_doses=self.skip_weakest_doses))
 
     def describe(self) -> str:
-        return (f"{self.id}: {self.images} synthetic images ({self.images - self.val_images} "
-                f"train / {self.val_images} val), {self.classes} classes, "
+        # the split (explorer.mcnn.splits) rounds each class's fifth, so the counts are its own
+        return (f"{self.id}: {self.images} synthetic images (a fifth of each class for "
+                f"validation), {self.classes} classes, "
                 f"{self.tiff_size[0]}×{self.tiff_size[1]} TIFFs, target {self.target_accuracy}, "
                 f"space {self.space.name}")
 

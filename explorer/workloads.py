@@ -41,6 +41,13 @@ class Workload:
                                              moas=self.moas, seed=self.seed,
                                              skip_weakest_doses=self.skip_weakest_doses))
 
+    @property
+    def val_images(self) -> int:
+        """The nominal validation count, a fifth of the images. The split rounds each class's fifth
+        on its own, so its count can differ by a few (demo-v1: 401); the benchmarks use this
+        figure for the training count their runs are planned with."""
+        return self.images // 5
+
     def describe(self) -> str:
         # the split (explorer.mcnn.splits) rounds each class's fifth, so the counts are its own
         return (f"{self.id}: {self.images} synthetic images (a fifth of each class for "

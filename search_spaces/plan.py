@@ -184,7 +184,7 @@ def _memory_verdict(cfg: TrainConfig, pool: Sequence[HostInfo], world: int, n_tr
     estimate = predict_peak(image_size=data.image_size, input_size=data.model_input_size,
                             per_rank_batch=cfg.per_worker_batch, precision=cfg.precision,
                             n_train=n_train, n_val=n_val, world=world, calibration=calibration,
-                            weight_average=cfg.optimizer.ema_epochs is not None and cfg.eval)
+                            weight_average=cfg.optimizer.ema_epochs is not None)
     h, w = data.model_input_size
     what = f"batch {cfg.per_worker_batch} at {h}×{w}, {cfg.precision}"
     return check_memory(cfg.layout.ranks_per_node, estimate, host.name if host else None,

@@ -143,9 +143,11 @@ def run(cfg: Any, events: Any, comm: Any) -> int:
     # Keras 3 + Horovod: broadcast rank 0's weights and optimizer slots before the first step.
     comm.broadcast_variables(list(model.variables) + list(optimizer.variables))
     kernels = [v for v in model.trainable_variables if "kernel" in v.path]
+    # kept without evaluation too: a throughput-only run (layout-first stage 1) then times the
+    # same step as the trials it picks a layout for
     average = (WeightAverage(model.trainable_variables,
                              ema_decay(cfg.optimizer.ema_epochs, steps_per_epoch))
-               if cfg.optimizer.ema_epochs is not None and cfg.eval else None)
+               if cfg.optimizer.ema_epochs is not None else None)
     n_classes = len(shards.classes)
     smoothing, decay = cfg.optimizer.label_smoothing, cfg.optimizer.weight_decay
 

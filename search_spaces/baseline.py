@@ -29,6 +29,7 @@ from typing import Any
 from explorer.mcnn.config import load_config
 from launchers.hosts import HostInfo
 from mcnn_base.errors import ConfigError
+from search_spaces.dimensions import DIMENSIONS, SCHEDULE_PATH, Dim
 from search_spaces.space import SearchSpace
 
 __all__ = ["SEED_NODE_BATCH", "SEED_RANKS", "SEED_SCHEDULE", "Baseline", "base_differences",
@@ -125,14 +126,26 @@ def _leaves(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _sampled_keys(space: SearchSpace) -> set[str]:
+    """The config keys the space's dimensions write (a trial's sample replaces the base there)."""
+    keys: set[str] = set()
+    for name in space.dimensions:
+        dim = DIMENSIONS[name]
+        paths = dim.paths if isinstance(dim, Dim) else (SCHEDULE_PATH,)
+        keys.update(".".join(path) for path in paths)
+    return keys
+
+
 def base_differences(baseline: Baseline, space: SearchSpace) -> list[str]:
     """Where a file baseline runs with other values than the space's base sets for every trial
     (``optimizer.ema_epochs None (base 0.5)``): a file that leaves a key out runs with the
     config's default, not the base's, so it may be evaluated or sized differently from the
-    trials. The study's own keys (data root, target, layout, ...) are not compared."""
+    trials. Keys the space samples differ between trials anyway, and the study's own keys (data
+    root, target, layout, ...) are not compared."""
     mine = _leaves(baseline.overrides)  # the file's data root and the study's keys are not in it
-    return [f"{key} {mine[key]!r} (base {value!r})"
-            for key, value in _leaves(space.base).items() if key in mine and mine[key] != value]
+    sampled = _sampled_keys(space)
+    return [f"{key} {mine[key]!r} (base {value!r})" for key, value in _leaves(space.base).items()
+            if key in mine and key not in sampled and mine[key] != value]
 
 
 def load_baseline(spec: str, space: SearchSpace, hosts: Sequence[HostInfo],

@@ -92,3 +92,19 @@ def test_a_file_baseline_says_where_it_differs_from_the_spaces_base(tmp_path):
     same["data"] = {**same["data"], "root": "/x"}  # the study's data replaces it
     mine.write_text(yaml.safe_dump(same))
     assert base_differences(file_baseline(mine, [HostInfo("a", 2)]), space) == []
+
+
+def test_a_key_the_space_samples_is_not_called_a_difference(tmp_path):
+    path = write_space(tmp_path / "s.yaml", batches=(8,),
+                       base={"optimizer": {"ema_epochs": 0.5},
+                             "schedule": {"warmup_epochs": 0.5, "piecewise": "0.01;1;0.001"}})
+    doc = yaml.safe_load(path.read_text())
+    doc["dimensions"]["ema_epochs"] = {"choices": [0.5, 1.0]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    mine = tmp_path / "mine.yaml"  # no moving average, its own schedule and warm-up
+    mine.write_text(yaml.safe_dump({"data": {"root": "/x"},
+                                    "schedule": {"piecewise": "0.02;3;0.002"}}))
+    differs = base_differences(file_baseline(mine, [HostInfo("a", 2)]), load_space(path))
+    # ema_epochs and the piecewise string (peak_lr) are sampled; the warm-up is the base's
+    assert not any(d.startswith(("optimizer.ema_epochs", "schedule.piecewise")) for d in differs)
+    assert any(d.startswith("schedule.warmup_epochs") for d in differs)

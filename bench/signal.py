@@ -63,8 +63,8 @@ def own_run(record: dict[str, Any]) -> Run:
 def pooled_log_sd(logs: Sequence[Sequence[float]]) -> tuple[float, int]:
     """The pooled within-config SD of log TTA (each config's variance weighted by its degrees of
     freedom) and its degrees of freedom; ``logs`` holds each config's log TTAs."""
-    df = sum(len(v) - 1 for v in logs)
-    if not df:
+    df = sum(len(v) - 1 for v in logs if v)  # a config with no run adds nothing
+    if df <= 0:
         return math.nan, 0
     return math.sqrt(sum((len(v) - 1) * statistics.variance(v) for v in logs if len(v) > 1)
                      / df), df

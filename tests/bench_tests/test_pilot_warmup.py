@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 from bench.pilot_warmup import planned, read, verdict
-from bench.signal import own_run, reached_logs
 from launchers.hosts import HostInfo
 
 WARM = ["lr0.01-wu0.333-dec5-b32-r1-t2", "lr0.02-wu0.333-dec3-b16-r1-t2"]
@@ -27,13 +26,6 @@ def test_the_pilot_plans_the_pre_registered_23_runs():
         assert all(r.params["warmup_epochs"] == 0.333 for r in mine)
 
 
-def test_a_miss_counts_at_the_end_of_its_own_clock():
-    # the reading's log TTA: bench.signal's own-clock runs, censored
-    record = {"config_id": "x", "seed": 1, "curve": [[0.5, 5.0, 0.5], [6.0, 61.0, 0.84]]}
-    runs = {"x": [own_run(record), own_run(_record("x", 0, 12.0))]}
-    assert reached_logs(runs, 0.85, censor=True) == [[math.log(61.0), math.log(12.0)]]
-
-
 def test_the_reading_pools_each_side_and_gives_the_sd_ratio(capsys):
     pilot = [_record(c, s, t) for c in ["practitioner", *WARM]
              for s, t in ((5, 10.0), (6, 20.0))]
@@ -47,7 +39,9 @@ def test_the_reading_pools_each_side_and_gives_the_sd_ratio(capsys):
     # the no-warm-up side: log 4 apart per config, twice the SD of the warm-up side's log 2
     assert (row["df_warm"], row["df_cold"]) == (4, 2)
     assert math.isclose(row["sd_cold"], math.log(4) / math.sqrt(2))
-    assert 2.0 < row["ratio"] < 2.2 and row["verdict"] == verdict(row["ratio"], row["ci"][0])
+    # twice the SD, but on 4 and 2 degrees of freedom the interval reaches below 1
+    assert 2.0 < row["ratio"] < 2.2 and row["ci"][0] < 1.0 < row["ci"][1]
+    assert row["verdict"] == "no effect shown"
 
 
 def test_a_pilot_still_recording_is_read_without_its_missing_configs(capsys):

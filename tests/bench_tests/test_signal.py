@@ -14,6 +14,7 @@ def test_pooling_weights_each_config_by_its_degrees_of_freedom():
     sd, df = pooled_log_sd([[0.0, 0.2], [0.0, 0.1, 0.2, 0.3]])  # variances 0.02 (1 df), 1/60 (3)
     assert df == 4 and sd == pytest.approx(math.sqrt((0.02 + 3 / 60) / 4))
     assert pooled_log_sd([[1.0], [2.0]]) == (pytest.approx(math.nan, nan_ok=True), 0)
+    assert pooled_log_sd([[], [0.0, 0.2]]) == pooled_log_sd([[0.0, 0.2]])  # no run, no df
 
 
 def _rec(config_id: str, phase: str, seed: int, overrides: dict[str, Any] | None = None

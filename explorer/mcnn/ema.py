@@ -15,7 +15,8 @@ the weights instead averages that noise out over about ``1 / (1 - decay)`` updat
   ``ema_epochs`` 0.5: about 0.1 epoch at epoch 1, 0.2 at epoch 2, half an epoch from 4.5 on).
 * Every rank updates its own copy after the same allreduced step, inside the training step's
   graph (:meth:`WeightAverage.fold`), so the copies stay identical without any communication.
-* Only evaluation reads the average: a job with ``eval: false`` keeps none.
+* Only evaluation reads the average, but a job with ``eval: false`` keeps it too: a
+  throughput-only run (layout-first stage 1) then times the step its trials will run.
 * :meth:`WeightAverage.swapped` puts the average into the model for an evaluation and the
   training weights back after it. The update and the swaps stay on the TTA clock.
 """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from explorer.mcnn.events import read_events
+from explorer.mcnn.events import finite, read_events
 from explorer.mcnn.synth import SynthOptions, synthesize
 from explorer.record import median_images_per_sec
 from launchers import Job, LocalLauncher, MpirunLauncher, Resources
@@ -92,22 +91,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _strict(value: Any) -> Any:
-    """``value`` with every NaN or infinite float replaced by None (JSON null), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    return value
-
-
 def emit(name: str, data: dict[str, Any]) -> None:
     """The machine-readable result: one line of strict JSON (a figure that is NaN or infinite,
     such as the TTA of a config that missed its target, is null), prefixed so it can be
     grepped."""
-    line = json.dumps(_strict({"bench": name, **data}), sort_keys=True, allow_nan=False)
+    line = json.dumps(finite({"bench": name, **data}, infinity=None), sort_keys=True,
+                      allow_nan=False)
     print("BENCH_JSON " + line, flush=True)
 
 

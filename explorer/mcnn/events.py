@@ -16,18 +16,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EventTail", "EventWriter", "read_events"]
+__all__ = ["EventTail", "EventWriter", "finite", "read_events"]
 
 KINDS = ("start", "epoch", "progress", "target_reached", "done", "failed")
 
 
-def _clean(value: Any) -> Any:
+def finite(value: Any, infinity: float | None = 1e308) -> Any:
+    """``value`` made strict JSON, recursively: NaN becomes None (null), ±inf ±``infinity`` (None:
+    also null), mapping keys strings."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+        if math.isnan(value) or infinity is None:
+            return None
+        return infinity if value > 0 else -infinity
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): finite(v, infinity) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [finite(v, infinity) for v in value]
     return value
 
 
@@ -45,7 +49,7 @@ class EventWriter:
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"event kind must be one of {KINDS}, got {kind=}")
-        record = {"event": kind, "time": time.time(), "rank": self.rank, **_clean(fields)}
+        record = {"event": kind, "time": time.time(), "rank": self.rank, **finite(fields)}
         if self._fd is not None:
             _write_all(self._fd, (json.dumps(record, allow_nan=False) + "\n").encode())
         return record

@@ -25,6 +25,7 @@ from bench.common import append_jsonl, emit, machine, read_jsonl
 from bench.signal import own_run, pooled_log_sd, reached_logs
 from bench.stats import sd_ratio_interval
 from bench.table import (
+    REFERENCE_LAYOUT,
     TABLES,
     WORKLOAD,
     Planned,
@@ -39,13 +40,12 @@ from mcnn_base.native_logs import filter_native_info
 from search_spaces.baseline import file_baseline
 from search_spaces.space import load_space
 
-REF = {"ranks_per_node": 1, "threads_per_rank": 2}
 WARM = ((0.01, 32, 5.0), (0.02, 16, 3.0))  # (peak LR, batch, first decay epoch) of the grid
 
 
 def _point(lr: float, batch: int, decay: float, warmup: float) -> dict[str, Any]:
     return {"peak_lr": lr, "warmup_epochs": warmup, "first_decay_epoch": decay,
-            "per_node_batch": batch, **REF}
+            "per_node_batch": batch, **REFERENCE_LAYOUT}  # the table's grid runs' layout
 
 
 def planned(hosts: Sequence[HostInfo]) -> list[Planned]:
